@@ -1,0 +1,85 @@
+"""Application factory: configuration, extensions, blueprints, Flask-Admin and Celery."""
+import logging
+import uuid
+
+import redis
+from flask import Flask, g, request
+from flask_migrate import Migrate
+from flask_wtf.csrf import CSRFProtect
+from sqlalchemy import event
+
+import config
+from models import db
+
+migrate = Migrate()
+csrf = CSRFProtect()
+
+
+def create_app(overrides=None, env=None):
+    """Build an app. `env` picks the config class; `overrides` (a dict) wins over everything."""
+    app = Flask(__name__, instance_path=str(config.INSTANCE), instance_relative_config=False)
+    app.config.update(config.load(env))
+    app.config.update(overrides or {})
+    if not app.config.get("SECRET_KEY"):
+        raise RuntimeError("SECRET_KEY is not set")
+    if not app.config.get("SQLALCHEMY_DATABASE_URI"):
+        raise RuntimeError("DATABASE_URL is not set")
+    app.config.setdefault("REDIS_URL", None)
+    app.config["REDIS_URL"] = app.config["REDIS_URL"] or "redis://127.0.0.1:6379/0"
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        config.INSTANCE.mkdir(parents=True, exist_ok=True)
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"connect_args": {"timeout": 30}}
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(config.ROOT / "migrations"), render_as_batch=True)
+    csrf.init_app(app)
+    app.extensions["redis"] = redis.Redis.from_url(app.config["REDIS_URL"],
+                                                   socket_timeout=5, socket_connect_timeout=2)
+    with app.app_context():
+        _tune_sqlite(db.engine)
+
+    from blueprints.auth import init_auth
+    init_auth(app)
+
+    from blueprints import register_blueprints
+    register_blueprints(app)
+
+    from blueprints.admin import init_admin
+    init_admin(app)
+
+    from tasks import celery_init_app
+    celery_init_app(app)
+
+    _request_ids(app)
+    return app
+
+
+def _tune_sqlite(engine):
+    """WAL and a busy timeout let the web workers and Celery share one SQLite file."""
+    if engine.dialect.name != "sqlite":
+        return
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection, _record):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+
+def _request_ids(app):
+    @app.before_request
+    def _assign_request_id():
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming[:64] if incoming.isprintable() and incoming else uuid.uuid4().hex
+
+    @app.after_request
+    def _echo_request_id(response):
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        return response

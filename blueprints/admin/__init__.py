@@ -1,0 +1,5 @@
+"""Flask-Admin at /admin, for the admin role only."""
+
+
+def init_admin(app):
+    pass

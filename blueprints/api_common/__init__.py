@@ -1,0 +1,92 @@
+"""What every JSON API blueprint shares: token auth, body parsing, errors, the token endpoint."""
+from flask import Blueprint, g, jsonify, request
+from flask_login import current_user
+from pydantic import BaseModel, ValidationError
+
+from cancellation import AuditContext
+from models import ApiToken, User, db
+
+from blueprints.auth import api_error
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+MAX_BODY_BYTES = 256 * 1024
+
+
+class BadBody(Exception):
+    def __init__(self, message, fields=None):
+        super().__init__(message)
+        self.message, self.fields = message, fields
+
+
+@bp.app_errorhandler(BadBody)
+def _bad_body(exc):
+    extra = {"fields": exc.fields} if exc.fields else {}
+    return api_error(400, "validation_error", exc.message, **extra)
+
+
+def parse_json(schema, *, optional=False):
+    """Validate the request body against a pydantic schema; any problem is a 400, never a 500."""
+    if request.content_length and request.content_length > MAX_BODY_BYTES:
+        raise BadBody("The request body is too large.")
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        if optional:
+            return schema()
+        raise BadBody("A JSON body is required.")
+    data = request.get_json(force=True, silent=True)
+    if data is None and raw.strip() != b"null":
+        raise BadBody("The body is not valid JSON.")
+    if not isinstance(data, dict):
+        raise BadBody("The body must be a JSON object.")
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        fields = [{"field": ".".join(str(p) for p in error["loc"]) or "body",
+                   "message": error["msg"]} for error in exc.errors(include_url=False,
+                                                                    include_input=False)]
+        raise BadBody("The request body is invalid: " + "; ".join(
+            f"{f['field']}: {f['message']}" for f in fields[:5]), fields)
+
+
+def parse_query(schema):
+    try:
+        return schema.model_validate(request.args.to_dict())
+    except ValidationError as exc:
+        fields = [{"field": ".".join(str(p) for p in error["loc"]), "message": error["msg"]}
+                  for error in exc.errors(include_url=False, include_input=False)]
+        raise BadBody("The query string is invalid: " + "; ".join(
+            f"{f['field']}: {f['message']}" for f in fields[:5]), fields)
+
+
+def require_token_user():
+    """before_request of API blueprints: a bearer token is required; X-User-ID must match it."""
+    if not current_user.is_authenticated:
+        return api_error(401, "unauthorized",
+                         "Authentication required: send 'Authorization: Bearer <token>'.")
+    claimed = request.headers.get("X-User-ID")
+    if claimed is not None and claimed.strip() != str(current_user.id):
+        return api_error(403, "forbidden", "X-User-ID does not match the token's user.")
+    return None
+
+
+def audit_context(source):
+    return AuditContext(request_id=g.get("request_id"), ip=request.remote_addr, source=source)
+
+
+@bp.route("/auth/token", methods=["POST"])
+def issue_token():
+    from blueprints.api_common.schemas import TokenRequest
+
+    body = parse_json(TokenRequest)
+    user = User.by_email(body.email)
+    if user is None or not user.is_active or not user.check_password(body.password):
+        return api_error(401, "invalid_credentials", "E-mail or password is wrong.")
+    _row, plain = ApiToken.issue(user, name=body.name or "api")
+    db.session.commit()
+    return jsonify({"token": plain, "token_type": "Bearer", "user_id": user.id,
+                    "role": user.role})
+
+
+__all__ = ["bp", "parse_json", "parse_query", "require_token_user", "audit_context", "BaseModel",
+           "api_error"]

@@ -1,0 +1,67 @@
+"""Request schemas of the JSON API. They validate bodies and feed the OpenAPI document."""
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+
+from cancellation.reasons import REASON_CODES, REQUEST_CHANNELS
+
+Reason = Literal[tuple(REASON_CODES)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class TokenRequest(Body):
+    email: str = Field(min_length=3, max_length=254)
+    password: str = Field(min_length=1, max_length=200)
+    name: str | None = Field(default=None, max_length=80)
+
+
+class CustomerRequest(Body):
+    """Who asked and when: required for reason customer_requested."""
+
+    contact: str = Field(min_length=3, max_length=254,
+                         description="how the customer reached us: phone number or e-mail")
+    requested_at: datetime = Field(description="when the customer asked (ISO 8601)")
+    channel: Literal[REQUEST_CHANNELS] | None = None
+
+    @field_validator("requested_at")
+    @classmethod
+    def _naive_utc(cls, value):
+        if value.tzinfo is not None:
+            from datetime import UTC
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+
+class CancelOrderBody(Body):
+    """PUT /api/v1/orders/:id/status"""
+
+    status: Literal["cancelled"]
+    reason: Reason
+    notes: str | None = Field(default=None, max_length=2000)
+    version: StrictInt | None = Field(default=None, ge=1,
+                                      description="the version you saw; stale -> 409")
+    notify_customer: StrictBool = True
+    customer_request: CustomerRequest | None = None
+    scope: Literal["this_instance", "all_future"] = "this_instance"
+
+
+class RefundBody(Body):
+    """POST /api/v1/orders/:id/refund (the body is optional)"""
+
+    note: str | None = Field(default=None, max_length=500)
+
+
+class InventoryReturnBody(Body):
+    """PUT /api/v1/inventory/return"""
+
+    order_id: StrictInt = Field(ge=1)
+
+
+class CustomerNotificationBody(Body):
+    """POST /api/v1/notifications/customer"""
+
+    order_id: StrictInt = Field(ge=1)

@@ -1,0 +1,151 @@
+"""API v1 — the CMS document's endpoints. Parse, authorize, call the domain, serialize."""
+from typing import Literal
+
+from flask import Blueprint, jsonify
+from flask_login import current_user
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import func, or_, select
+
+from cancellation import (
+    CancelRequest, cancel_order, get_visible_order, return_unreturned_stock, visible_orders,
+)
+from cancellation import outbox
+from models import Customer, Order, StockLevel, db
+from models.order import OrderStatus, PaymentStatus, ShipmentStatus
+
+from blueprints.api_common import audit_context, parse_json, parse_query, require_token_user
+from blueprints.api_common.schemas import (
+    CancelOrderBody, CustomerNotificationBody, InventoryReturnBody, RefundBody,
+)
+from blueprints.api_common.serializers import (
+    approval_dict, notification_dict, order_dict, order_summary, refund_dict,
+)
+from blueprints.auth.permissions import requires
+
+bp = Blueprint("api_v1", __name__, url_prefix="/api/v1")
+bp.before_request(require_token_user)
+
+
+class OrdersQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    status: Literal[tuple(s.value for s in OrderStatus)] | None = None
+    store_id: int | None = Field(default=None, ge=1)
+    billing_hold: bool | None = None
+    shipment_status: Literal[tuple(s.value for s in ShipmentStatus)] | None = None
+    payment_status: Literal[tuple(s.value for s in PaymentStatus)] | None = None
+    q: str | None = Field(default=None, max_length=100)
+    page: int = Field(default=1, ge=1, le=100000)
+    per_page: int = Field(default=25, ge=1, le=200)
+
+
+class InventoryQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    store_id: int | None = Field(default=None, ge=1)
+    product_id: int | None = Field(default=None, ge=1)
+
+
+def filtered_orders(query, args):
+    """Apply the list filters shared by the API and the panel's orders list."""
+    if args.status:
+        query = query.where(Order.status == args.status)
+    if args.store_id:
+        query = query.where(Order.store_id == args.store_id)
+    if args.billing_hold is not None:
+        query = query.where(Order.billing_hold == args.billing_hold)
+    if args.shipment_status:
+        query = query.where(Order.shipment_status == args.shipment_status)
+    if args.payment_status:
+        query = query.where(Order.payment_status == args.payment_status)
+    if args.q:
+        term = args.q.lower()
+        query = query.where(or_(func.lower(Order.number).contains(term, autoescape=True),
+                                Order.customer_id.in_(select(Customer.id).where(
+                                    func.lower(Customer.name).contains(term,
+                                                                       autoescape=True)))))
+    return query
+
+
+@bp.get("/orders")
+@requires("view_orders")
+def list_orders():
+    args = parse_query(OrdersQuery)
+    query = filtered_orders(visible_orders(select(Order), current_user), args)
+    total = db.session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = db.session.scalars(query.order_by(Order.placed_at.desc(), Order.id.desc())
+                              .limit(args.per_page)
+                              .offset((args.page - 1) * args.per_page)).all()
+    return jsonify({"items": [order_summary(o) for o in rows], "total": total,
+                    "page": args.page, "per_page": args.per_page})
+
+
+@bp.get("/orders/<int:order_id>")
+@requires("view_orders")
+def get_order(order_id):
+    return jsonify(order_dict(get_visible_order(current_user, order_id), current_user))
+
+
+@bp.get("/inventory")
+@requires("view_orders")
+def inventory():
+    args = parse_query(InventoryQuery)
+    query = select(StockLevel).order_by(StockLevel.store_id, StockLevel.product_id)
+    if not current_user.sees_every_store:
+        query = query.where(StockLevel.store_id.in_(current_user.store_ids or {-1}))
+    if args.store_id:
+        query = query.where(StockLevel.store_id == args.store_id)
+    if args.product_id:
+        query = query.where(StockLevel.product_id == args.product_id)
+    return jsonify({"items": [s.to_dict() for s in db.session.scalars(query.limit(5000))]})
+
+
+@bp.put("/orders/<int:order_id>/status")
+@requires("request_cancellation")
+def update_status(order_id):
+    body = parse_json(CancelOrderBody)
+    contact = body.customer_request
+    request = CancelRequest(
+        reason=body.reason, notes=body.notes, notify_customer=body.notify_customer,
+        expected_version=body.version, scope=body.scope,
+        request_contact=contact.contact if contact else None,
+        request_channel=contact.channel if contact else None,
+        requested_at=contact.requested_at if contact else None)
+    outcome = cancel_order(order_id, current_user, request, audit_context("api_v1"))
+    if outcome.needs_approval:
+        return jsonify({"approval_request": approval_dict(outcome.approval_request),
+                        "message": "Approval is required before this order can be cancelled."
+                        }), 202
+    body = order_dict(db.session.get(Order, order_id), current_user)
+    if outcome.also_cancelled:
+        body["also_cancelled"] = [o.order.id for o in outcome.also_cancelled]
+    return jsonify(body)
+
+
+@bp.post("/orders/<int:order_id>/refund")
+@requires("retry_delivery")
+def reprocess_refund(order_id):
+    parse_json(RefundBody, optional=True)
+    order = get_visible_order(current_user, order_id)
+    refunds = outbox.reprocess_refund(order, current_user, audit_context("api_v1"))
+    return jsonify({"order_id": order.id, "refunds": [refund_dict(r) for r in refunds]}), 202
+
+
+@bp.put("/inventory/return")
+@requires("reconcile_inventory")
+def return_inventory():
+    body = parse_json(InventoryReturnBody)
+    order = get_visible_order(current_user, body.order_id)
+    returned = return_unreturned_stock(order, current_user, audit_context("api_v1"))
+    return jsonify({"order_id": order.id, "returned": returned,
+                    "message": "Nothing left to return." if not returned else
+                    f"Returned {sum(r['quantity'] for r in returned)} units to stock."})
+
+
+@bp.post("/notifications/customer")
+@requires("retry_delivery")
+def notify_customer():
+    body = parse_json(CustomerNotificationBody)
+    order = get_visible_order(current_user, body.order_id)
+    notification = outbox.resend_notification(order, current_user, audit_context("api_v1"))
+    return jsonify({"order_id": order.id, "notification": notification_dict(notification)}), 202

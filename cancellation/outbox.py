@@ -1,0 +1,248 @@
+"""Delivering the outbox: refunds and notifications written by a cancellation, sent by workers.
+
+A failed delivery never undoes the cancellation: the row is marked failed, the cancellation gets
+its manual-handling flag, a retry is scheduled with exponential back-off, and after the last
+attempt it waits for a person (the panel's retry button). `sweep` re-dispatches rows whose task
+was lost. Every delivery passes an idempotency key to the external party, so a redelivered task
+or a double click never pays or sends twice.
+"""
+import logging
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import or_, select
+
+from models import Cancellation, Notification, Order, Refund, db, money, utcnow
+from models.delivery import DeliveryStatus
+
+from cancellation.adapters import DeliveryError, notifier, payment_gateway
+from cancellation.audit import SYSTEM, record
+from cancellation.errors import InvalidState, NotFound
+
+log = logging.getLogger(__name__)
+
+TASKS = {Refund: "cancel_desk.deliver_refund", Notification: "cancel_desk.deliver_notification"}
+FLAGS = {Refund: "flag_manual_refund", Notification: "flag_manual_notification"}
+
+
+def send(model, row_id, countdown=None):
+    """Hand a row to the workers. A broker outage is logged, not raised: the sweep retries."""
+    try:
+        current_app.extensions["celery"].send_task(TASKS[model], args=[row_id],
+                                                   countdown=countdown)
+    except Exception:  # noqa: BLE001 - the outbox row is safe; the sweep re-dispatches it
+        log.warning("could not dispatch %s %s; the sweep will retry", model.__name__, row_id,
+                    exc_info=True)
+
+
+def dispatch_for(cancellation):
+    """After commit: queue the pending outbox rows a cancellation wrote."""
+    for model in (Refund, Notification):
+        ids = db.session.scalars(select(model.id).where(
+            model.cancellation_id == cancellation.id,
+            model.status == DeliveryStatus.PENDING.value)).all()
+        for row_id in ids:
+            send(model, row_id)
+
+
+def backoff_seconds(attempts):
+    base = current_app.config["DELIVERY_BACKOFF_SECONDS"]
+    return base * (2 ** max(attempts - 1, 0))
+
+
+def _claim(model, row_id):
+    """Lock the row and count the attempt; None when there is nothing (left) to deliver."""
+    row = db.session.scalar(select(model).where(model.id == row_id).with_for_update()
+                            .execution_options(populate_existing=True))
+    if row is None or row.status == DeliveryStatus.SUCCEEDED.value:
+        db.session.rollback()
+        return None
+    row.attempts += 1
+    row.dispatched_at = utcnow()
+    row.next_attempt_at = None
+    db.session.commit()
+    return row
+
+
+def _set_flag(row, value):
+    if row.cancellation_id is not None:
+        cancellation = db.session.get(Cancellation, row.cancellation_id)
+        setattr(cancellation, FLAGS[type(row)], value)
+
+
+def _succeeded(row, action, **after):
+    row.status = DeliveryStatus.SUCCEEDED.value
+    row.last_error = None
+    _set_flag(row, False)
+    record(None, action, target_type=type(row).__name__.lower(), target_id=row.id,
+           order_id=row.order_id, store_id=row.order.store_id, context=SYSTEM,
+           after={"attempts": row.attempts, **after})
+    db.session.commit()
+
+
+def _failed(row, action, error):
+    """Mark failed, flag for manual handling; return the retry delay or None when out of tries."""
+    row.status = DeliveryStatus.FAILED.value
+    row.last_error = str(error)[:500]
+    _set_flag(row, True)
+    delay = None
+    if row.attempts < current_app.config["DELIVERY_MAX_ATTEMPTS"]:
+        delay = backoff_seconds(row.attempts)
+        row.next_attempt_at = utcnow() + timedelta(seconds=delay)
+    record(None, action, target_type=type(row).__name__.lower(), target_id=row.id,
+           order_id=row.order_id, store_id=row.order.store_id, context=SYSTEM,
+           after={"attempts": row.attempts, "error": row.last_error,
+                  "next_attempt_in_s": delay})
+    db.session.commit()
+    return delay
+
+
+def deliver_refund(refund_id):
+    """Pay one refund through the gateway. Returns the final status, or 'retry_in:<s>'."""
+    refund = _claim(Refund, refund_id)
+    if refund is None:
+        return "nothing_to_do"
+    try:
+        reference = payment_gateway().refund(
+            idempotency_key=refund.idempotency_key, amount_cents=refund.amount_cents,
+            order_number=refund.order.number, method=refund.method)
+    except DeliveryError as exc:
+        delay = _failed(refund, "refund.failed", exc)
+        if delay is not None:
+            send(Refund, refund.id, countdown=delay)
+        return "failed"
+    refund.gateway_reference = reference
+    refund.succeeded_at = utcnow()
+    _succeeded(refund, "refund.succeeded", amount=money(refund.amount_cents),
+               reference=reference)
+    return "succeeded"
+
+
+def notification_message(notification):
+    """Subject and body: order number, items and amounts only — no other customer data."""
+    order = notification.order
+    cancellation = db.session.get(Cancellation, notification.cancellation_id) \
+        if notification.cancellation_id else None
+    partial = cancellation is not None and cancellation.kind == "partial"
+    lines = [f"  {ci.quantity} x {ci.product.name}" for ci in (cancellation.items if cancellation
+                                                               else [])]
+    refund = cancellation.refund_cents if cancellation else 0
+    subject = (f"Items removed from your order {order.number}" if partial
+               else f"Your order {order.number} has been cancelled")
+    body = [f"{'Some items of' if partial else 'Your'} order {order.number} "
+            f"{'were' if partial else 'was'} cancelled.", "", "Cancelled items:", *lines]
+    if refund:
+        body += ["", f"A refund of ${money(refund)} is on its way to your original payment "
+                 "method."]
+    body += ["", "Questions? Reply to this message or call the store."]
+    return subject, "\n".join(body)
+
+
+def deliver_notification(notification_id):
+    notification = _claim(Notification, notification_id)
+    if notification is None:
+        return "nothing_to_do"
+    subject, body = notification_message(notification)
+    try:
+        notifier().send(idempotency_key=notification.idempotency_key,
+                        recipient=notification.recipient, subject=subject, body=body)
+    except DeliveryError as exc:
+        delay = _failed(notification, "notification.failed", exc)
+        if delay is not None:
+            send(Notification, notification.id, countdown=delay)
+        return "failed"
+    notification.sent_at = utcnow()
+    _succeeded(notification, "notification.sent", template=notification.template)
+    return "succeeded"
+
+
+def retry(model, row_id, actor, context):
+    """A person asks for another try (the panel's retry button, the v1 endpoints)."""
+    row = db.session.get(model, row_id)
+    if row is None:
+        raise NotFound(f"{model.__name__} not found.")
+    if row.status == DeliveryStatus.SUCCEEDED.value:
+        return row
+    row.status = DeliveryStatus.PENDING.value
+    row.next_attempt_at = None
+    row.dispatched_at = utcnow()
+    record(actor, f"{model.__name__.lower()}.retry_requested", target_type=model.__name__.lower(),
+           target_id=row.id, order_id=row.order_id, store_id=row.order.store_id,
+           after={"attempts_so_far": row.attempts}, context=context)
+    db.session.commit()
+    send(model, row.id)
+    return row
+
+
+def reprocess_refund(order, actor, context):
+    """POST /orders/:id/refund: retry the failed refund, nudge a pending one, or report it paid."""
+    if order.status != "cancelled" and not any(c.kind == "partial" for c in order.cancellations):
+        raise InvalidState(f"Order {order.number} is {order.status}; only cancelled orders are "
+                           "refunded.", details={"status": order.status})
+    refunds = db.session.scalars(select(Refund).where(Refund.order_id == order.id)
+                                 .order_by(Refund.id)).all()
+    if not refunds:
+        raise InvalidState(f"Order {order.number} has nothing to refund (it was not paid).")
+    for refund in refunds:
+        if refund.status != DeliveryStatus.SUCCEEDED.value:
+            retry(Refund, refund.id, actor, context)
+    return refunds
+
+
+def resend_notification(order, actor, context):
+    """POST /notifications/customer: retry a failed notice or send the cancellation notice again.
+
+    A notice still pending is not duplicated, so a double click sends once.
+    """
+    cancellation = order.cancellations[-1] if order.cancellations else None
+    if cancellation is None:
+        raise InvalidState(f"Order {order.number} has no cancellation to notify about.")
+    rows = db.session.scalars(select(Notification).where(Notification.order_id == order.id)
+                              .order_by(Notification.id)).all()
+    unsent = [n for n in rows if n.status != DeliveryStatus.SUCCEEDED.value]
+    if unsent:
+        return retry(Notification, unsent[-1].id, actor, context)
+    notification = Notification(
+        order_id=order.id, cancellation_id=cancellation.id, channel="email",
+        template=f"order_{cancellation.kind}_cancelled",
+        recipient=order.customer.email if order.customer else None,
+        idempotency_key=f"notify-cancellation-{cancellation.id}-resend-{len(rows)}")
+    db.session.add(notification)
+    db.session.flush()
+    record(actor, "notification.resend_requested", target_type="notification",
+           target_id=notification.id, order_id=order.id, store_id=order.store_id,
+           context=context)
+    db.session.commit()
+    send(Notification, notification.id)
+    return notification
+
+
+def sweep():
+    """Re-dispatch outbox rows whose task was lost or whose back-off has elapsed."""
+    now = utcnow()
+    stale = now - timedelta(seconds=current_app.config["OUTBOX_STALE_SECONDS"])
+    max_attempts = current_app.config["DELIVERY_MAX_ATTEMPTS"]
+    counts = {}
+    for model in (Refund, Notification):
+        lost = or_(
+            (model.status == DeliveryStatus.PENDING.value)
+            & or_(model.dispatched_at < stale,
+                  model.dispatched_at.is_(None) & (model.created_at < stale)),
+            (model.status == DeliveryStatus.FAILED.value) & (model.next_attempt_at <= now)
+            & (model.attempts < max_attempts),
+        )
+        ids = db.session.scalars(select(model.id).where(lost).limit(1000)).all()
+        for row_id in ids:
+            send(model, row_id)
+        counts[model.__tablename__] = len(ids)
+    db.session.rollback()
+    return counts
+
+
+def manual_queue(query_for_orders):
+    """Cancellations needing a person: failed refunds/notices, stock to reconcile."""
+    return db.session.scalars(
+        query_for_orders(select(Cancellation).join(Order)).where(or_(
+            Cancellation.flag_manual_refund, Cancellation.flag_manual_notification,
+            Cancellation.flag_inventory_reconciliation))
+        .order_by(Cancellation.created_at.desc())).all()

@@ -1,0 +1,327 @@
+"""Cancelling an order: one transaction, order row locked, every effect written together.
+
+Every entry point (panel, API v1, API v2, bulk and approval tasks) calls `cancel_order`; nothing
+else changes an order's status to cancelled.
+"""
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm.exc import StaleDataError
+
+from models import (
+    ApprovalRequest, Cancellation, CancellationItem, Customer, LoyaltyEntry, LoyaltyKind,
+    Notification, Order, Refund, StockLevel, db, money, utcnow,
+)
+from models.order import OrderStatus, PaymentStatus
+
+from cancellation import outbox
+from cancellation.audit import AuditContext, record
+from cancellation.errors import ConcurrentModification, InvalidState, ValidationFailed
+from cancellation.policy import evaluate_cancel, require_visible
+from cancellation.reasons import REASON_CODES, REQUEST_CHANNELS, CancellationReason
+
+log = logging.getLogger(__name__)
+
+SCOPES = ("this_instance", "all_future")
+
+
+@dataclass
+class CancelRequest:
+    """What the user asked for. Validated here so every entry point gets the same rules."""
+
+    reason: str
+    notes: str | None = None
+    notify_customer: bool = True
+    expected_version: int | None = None
+    request_contact: str | None = None
+    request_channel: str | None = None
+    requested_at: datetime | None = None
+    scope: str = "this_instance"
+
+    def validate(self):
+        problems = {}
+        if self.reason not in REASON_CODES:
+            problems["reason"] = f"must be one of: {', '.join(REASON_CODES)}"
+        if self.notes is not None and len(self.notes) > 2000:
+            problems["notes"] = "must be at most 2000 characters"
+        if self.scope not in SCOPES:
+            problems["scope"] = f"must be one of: {', '.join(SCOPES)}"
+        if self.reason == CancellationReason.CUSTOMER_REQUESTED.value:
+            if not (self.request_contact or "").strip():
+                problems["customer_request.contact"] = (
+                    "customer contact details are required for customer-requested cancellations")
+            if self.requested_at is None:
+                problems["customer_request.requested_at"] = (
+                    "the time of the customer's request is required")
+            elif self.requested_at > utcnow():
+                problems["customer_request.requested_at"] = "cannot be in the future"
+            if self.request_channel is not None and self.request_channel not in REQUEST_CHANNELS:
+                problems["customer_request.channel"] = (
+                    f"must be one of: {', '.join(REQUEST_CHANNELS)}")
+        if problems:
+            raise ValidationFailed(
+                "The cancellation request is invalid: " + "; ".join(
+                    f"{name}: {message}" for name, message in problems.items()),
+                details={"fields": [{"field": name, "message": message}
+                                    for name, message in problems.items()]})
+        return self
+
+    def to_payload(self):
+        return {
+            "reason": self.reason, "notes": self.notes, "notify_customer": self.notify_customer,
+            "request_contact": self.request_contact, "request_channel": self.request_channel,
+            "requested_at": self.requested_at.isoformat() if self.requested_at else None,
+            "scope": self.scope,
+        }
+
+    @classmethod
+    def from_payload(cls, payload):
+        data = dict(payload)
+        if data.get("requested_at"):
+            data["requested_at"] = datetime.fromisoformat(data["requested_at"])
+        return cls(**data)
+
+
+@dataclass
+class CancelOutcome:
+    """Either the cancellation performed, or the approval request filed instead."""
+
+    order: Order
+    cancellation: Cancellation | None = None
+    approval_request: ApprovalRequest | None = None
+    also_cancelled: list = field(default_factory=list)
+
+    @property
+    def needs_approval(self):
+        return self.approval_request is not None
+
+
+def load_order_for_update(order_id):
+    """The order row, locked until commit (FOR UPDATE on PostgreSQL; SQLite serialises writers)."""
+    return db.session.scalar(
+        select(Order).where(Order.id == order_id).with_for_update()
+        .execution_options(populate_existing=True))
+
+
+def cancel_order(order_id, actor, request, context=None):
+    """Cancel an order fully, or file an approval request when policy requires one.
+
+    Commits on success and dispatches the outbox rows to the workers; raises a CancelDeskError
+    (and leaves nothing changed) otherwise.
+    """
+    request.validate()
+    context = context or AuditContext()
+    try:
+        order = load_order_for_update(order_id)
+        decision = evaluate_cancel(actor, order, reason=request.reason,
+                                   expected_version=request.expected_version)
+        if decision.needs_approval:
+            approval = file_approval_request(order, actor, request, decision.why, context)
+            db.session.commit()
+            return CancelOutcome(order=order, approval_request=approval)
+        cancellation = perform_full_cancel(order, actor, request, context)
+        db.session.commit()
+    except StaleDataError:
+        db.session.rollback()
+        current = db.session.get(Order, order_id)
+        raise ConcurrentModification(current.version if current else None)
+    except Exception:
+        db.session.rollback()
+        raise
+    outbox.dispatch_for(cancellation)
+    outcome = CancelOutcome(order=order, cancellation=cancellation)
+    if request.scope == "all_future" and order.series_id:
+        outcome.also_cancelled = cancel_future_in_series(order, actor, request, context)
+    return outcome
+
+
+def cancel_future_in_series(order, actor, request, context):
+    """Cancel every later, still-cancellable order of the recurring series, each on its own."""
+    later_ids = db.session.scalars(
+        select(Order.id).where(Order.series_id == order.series_id,
+                               Order.placed_at > order.placed_at,
+                               Order.status.in_(("pending", "in_progress", "on_hold")))
+        .order_by(Order.placed_at)).all()
+    done = []
+    single = CancelRequest(**{**request.__dict__, "scope": "this_instance",
+                              "expected_version": None})
+    for later_id in later_ids:
+        try:
+            result = cancel_order(later_id, actor, single, context)
+        except Exception as exc:  # one blocked instance never stops the rest
+            log.info("series %s: order %s not cancelled: %s", order.series_id, later_id, exc)
+            continue
+        done.append(result)
+    return done
+
+
+def perform_full_cancel(order, actor, request, context):
+    """All of SPEC §2 inside the caller's transaction; the caller commits."""
+    before = order_snapshot(order)
+    refund_cents = order.refundable_cents
+    order.previous_status = order.status
+    order.status = OrderStatus.CANCELLED.value
+    order.cancelled_at = utcnow()
+    allocate_refund(order, refund_cents)
+    # Flush the version-checked UPDATE first: a concurrent writer loses here, before any effect.
+    db.session.flush()
+
+    cancellation = Cancellation(
+        order=order, kind="full", reason=request.reason, notes=request.notes,
+        request_contact=request.request_contact, request_channel=request.request_channel,
+        requested_at=request.requested_at, actor_id=getattr(actor, "id", None),
+        source=context.source, previous_status=order.previous_status,
+        notify_customer=request.notify_customer)
+    db.session.add(cancellation)
+    lines = [(item, item.open_quantity) for item in order.items if item.open_quantity > 0]
+    for item, quantity in lines:
+        item.cancelled_quantity += quantity
+    return_stock(order, cancellation, lines)
+    restore_loyalty_points(order, cancellation)
+    refund = queue_refund(order, cancellation, refund_cents)
+    notification = queue_notification(order, cancellation) if request.notify_customer else None
+    db.session.flush()
+    record(actor, "order.cancelled", target_type="order", target_id=order.id,
+           store_id=order.store_id, order_id=order.id, before=before,
+           after={**order_snapshot(order), "cancellation_id": cancellation.id,
+                  "reason": request.reason, "notes": request.notes,
+                  "refund": money(refund.amount_cents) if refund else None,
+                  "notification_id": notification.id if notification else None,
+                  "inventory_reconciliation": cancellation.flag_inventory_reconciliation},
+           context=context)
+    return cancellation
+
+
+def order_snapshot(order):
+    return {"status": order.status, "version": order.version,
+            "total": money(order.total_cents), "payment_status": order.payment_status,
+            "open_items": {str(i.id): i.open_quantity for i in order.items}}
+
+
+def return_stock(order, cancellation, lines):
+    """Release exactly the cancelled quantities back to available stock.
+
+    A missing stock row does not stop the cancellation: the line is recorded as not returned and
+    the cancellation is flagged for inventory reconciliation.
+    """
+    for item, quantity in sorted(lines, key=lambda line: line[0].product_id):
+        released = db.session.execute(
+            update(StockLevel)
+            .where(StockLevel.store_id == order.store_id,
+                   StockLevel.product_id == item.product_id)
+            .values(reserved=StockLevel.reserved - quantity)
+            .execution_options(synchronize_session=False)).rowcount
+        cancellation.items.append(CancellationItem(
+            order_item_id=item.id, product_id=item.product_id, quantity=quantity,
+            stock_returned=bool(released)))
+        if not released:
+            cancellation.flag_inventory_reconciliation = True
+
+
+def restore_loyalty_points(order, cancellation):
+    """Give back points redeemed on the order and take back points it earned."""
+    if order.customer_id is None:
+        return
+    restored, reversed_ = order.points_redeemed, order.points_earned
+    if restored:
+        db.session.add(LoyaltyEntry(customer_id=order.customer_id, order_id=order.id,
+                                    cancellation=cancellation, points=restored,
+                                    kind=LoyaltyKind.RESTORED.value,
+                                    note=f"Redeemed on {order.number}, order cancelled"))
+    if reversed_:
+        db.session.add(LoyaltyEntry(customer_id=order.customer_id, order_id=order.id,
+                                    cancellation=cancellation, points=-reversed_,
+                                    kind=LoyaltyKind.REVERSED.value,
+                                    note=f"Earned on {order.number}, order cancelled"))
+    if restored or reversed_:
+        db.session.execute(
+            update(Customer).where(Customer.id == order.customer_id)
+            .values(loyalty_points=Customer.loyalty_points + restored - reversed_)
+            .execution_options(synchronize_session=False))
+    cancellation.points_restored, cancellation.points_reversed = restored, reversed_
+
+
+def allocate_refund(order, amount_cents):
+    """Book the amount as refunded on the order (the Refund row tracks the actual payout)."""
+    if amount_cents <= 0:
+        return
+    order.refunded_cents += amount_cents
+    order.payment_status = (PaymentStatus.REFUNDED.value
+                            if order.refunded_cents >= order.paid_cents
+                            else PaymentStatus.PARTIALLY_REFUNDED.value)
+
+
+def queue_refund(order, cancellation, amount_cents):
+    """Write the refund to the outbox; the gateway is called by a worker after commit."""
+    if amount_cents <= 0:
+        return None
+    db.session.flush()
+    refund = Refund(order_id=order.id, cancellation_id=cancellation.id,
+                    amount_cents=amount_cents, method=order.payment_method,
+                    idempotency_key=f"refund-cancellation-{cancellation.id}")
+    db.session.add(refund)
+    cancellation.refund_cents = amount_cents
+    return refund
+
+
+def queue_notification(order, cancellation):
+    db.session.flush()
+    recipient = order.customer.email if order.customer else None
+    notification = Notification(order_id=order.id, cancellation_id=cancellation.id,
+                                channel="email", template=f"order_{cancellation.kind}_cancelled",
+                                recipient=recipient,
+                                idempotency_key=f"notify-cancellation-{cancellation.id}")
+    db.session.add(notification)
+    return notification
+
+
+def file_approval_request(order, actor, request, why, context, justification=None):
+    approval = ApprovalRequest(order_id=order.id, requested_by_id=actor.id,
+                               justification=justification, payload=request.to_payload(),
+                               why=why, order_version=order.version)
+    db.session.add(approval)
+    db.session.flush()
+    record(actor, "approval.requested", target_type="approval_request", target_id=approval.id,
+           store_id=order.store_id, order_id=order.id,
+           after={"why": why, "payload": approval.payload, "justification": justification},
+           context=context)
+    return approval
+
+
+def get_visible_order(user, order_id):
+    """The order if the user may see it, else NotFound (another store's order looks absent)."""
+    return require_visible(user, db.session.get(Order, order_id))
+
+
+def return_unreturned_stock(order, actor, context):
+    """Manual reconciliation: put the lines a cancellation could not return back on the shelf.
+
+    Lines whose stock row was missing are counted back as on-hand units (creating the row);
+    a line already returned is never returned twice.
+    """
+    if not order.cancellations:
+        raise InvalidState(f"Order {order.number} has no cancelled items to return.")
+    returned = []
+    for cancellation in order.cancellations:
+        for line in cancellation.items:
+            if line.stock_returned:
+                continue
+            stock = db.session.scalar(select(StockLevel).where(
+                StockLevel.store_id == order.store_id,
+                StockLevel.product_id == line.product_id).with_for_update())
+            if stock is None:
+                stock = StockLevel(store_id=order.store_id, product_id=line.product_id,
+                                   on_hand=0, reserved=0)
+                db.session.add(stock)
+            stock.on_hand += line.quantity
+            line.stock_returned = True
+            returned.append({"product_id": line.product_id, "quantity": line.quantity})
+        cancellation.flag_inventory_reconciliation = False
+    if returned:
+        record(actor, "inventory.returned", target_type="order", target_id=order.id,
+               order_id=order.id, store_id=order.store_id, after={"lines": returned},
+               context=context)
+    db.session.commit()
+    return returned

@@ -1,0 +1,115 @@
+"""Configuration classes; every value can be set from the environment."""
+import os
+from datetime import timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+INSTANCE = ROOT / "instance"
+
+
+def database_url(value):
+    """Normalise a DATABASE_URL to the driver we ship (psycopg 3 for PostgreSQL)."""
+    if value.startswith("postgres://"):
+        value = "postgresql://" + value[len("postgres://"):]
+    if value.startswith("postgresql://"):
+        value = "postgresql+psycopg://" + value[len("postgresql://"):]
+    return value
+
+
+def env_bool(name, default):
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+class Base:
+    """Defaults shared by every environment. Read at class creation through from_env()."""
+
+    DEBUG = False
+    TESTING = False
+    DEMO_MODE = False
+    SECRET_KEY = None
+    SQLALCHEMY_DATABASE_URI = None
+    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+    REDIS_URL = None
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    SESSION_COOKIE_SECURE = True
+    REMEMBER_COOKIE_HTTPONLY = True
+    REMEMBER_COOKIE_SECURE = True
+    PERMANENT_SESSION_LIFETIME = timedelta(hours=12)
+    WTF_CSRF_TIME_LIMIT = None
+    FLASK_ADMIN_SWATCH = "default"
+    ORDERS_PER_PAGE = 25
+    # Outbox delivery: retries with exponential back-off, then manual handling.
+    DELIVERY_MAX_ATTEMPTS = 5
+    DELIVERY_BACKOFF_SECONDS = 30.0
+    # Outbox rows still pending after this long are re-dispatched by the sweep.
+    OUTBOX_STALE_SECONDS = 60.0
+    OUTBOX_SWEEP_INTERVAL = 30.0
+    WORKER_PING_TIMEOUT = 1.5
+    API_TOKEN_TTL_DAYS = 90
+
+    @classmethod
+    def from_env(cls):
+        """Return a dict of settings: class defaults overridden by the environment."""
+        settings = {k: getattr(cls, k) for k in dir(cls) if k.isupper()}
+        if os.environ.get("SECRET_KEY"):
+            settings["SECRET_KEY"] = os.environ["SECRET_KEY"]
+        if os.environ.get("DATABASE_URL"):
+            settings["SQLALCHEMY_DATABASE_URI"] = database_url(os.environ["DATABASE_URL"])
+        if os.environ.get("REDIS_URL"):
+            settings["REDIS_URL"] = os.environ["REDIS_URL"]
+        for key in ("DELIVERY_MAX_ATTEMPTS", "ORDERS_PER_PAGE"):
+            if os.environ.get(key):
+                settings[key] = int(os.environ[key])
+        for key in ("DELIVERY_BACKOFF_SECONDS", "OUTBOX_STALE_SECONDS", "OUTBOX_SWEEP_INTERVAL"):
+            if os.environ.get(key):
+                settings[key] = float(os.environ[key])
+        settings["DEMO_MODE"] = env_bool("DEMO_MODE", settings["DEMO_MODE"])
+        return settings
+
+
+class Development(Base):
+    """`make run`: embedded SQLite and Redis, demo data, cookies without the Secure flag."""
+
+    DEBUG = False
+    DEMO_MODE = True
+    SESSION_COOKIE_SECURE = False
+    REMEMBER_COOKIE_SECURE = False
+    SQLALCHEMY_DATABASE_URI = f"sqlite:///{INSTANCE / 'cancel-desk.sqlite'}"
+    SECRET_KEY = "dev-only-secret-key-change-me"
+
+
+class Testing(Development):
+    TESTING = True
+    DELIVERY_BACKOFF_SECONDS = 0.2
+    OUTBOX_STALE_SECONDS = 2.0
+    OUTBOX_SWEEP_INTERVAL = 1.0
+    SECRET_KEY = "testing-secret-key"
+
+
+class Production(Base):
+    @classmethod
+    def from_env(cls):
+        settings = super().from_env()
+        if not settings["SECRET_KEY"]:
+            raise RuntimeError("SECRET_KEY must be set in production")
+        if not settings["SQLALCHEMY_DATABASE_URI"]:
+            raise RuntimeError("DATABASE_URL must be set in production")
+        if not settings["REDIS_URL"]:
+            raise RuntimeError("REDIS_URL must be set in production")
+        return settings
+
+
+CONFIGS = {"development": Development, "testing": Testing, "production": Production}
+
+
+def load(name=None):
+    """Settings for the named environment (CANCEL_DESK_ENV, default development)."""
+    name = name or os.environ.get("CANCEL_DESK_ENV", "development")
+    try:
+        return CONFIGS[name].from_env()
+    except KeyError:
+        raise RuntimeError(f"unknown CANCEL_DESK_ENV {name!r}; use one of {sorted(CONFIGS)}")

@@ -1,0 +1,79 @@
+"""What a cancellation did, and requests for one that needs approval."""
+from datetime import datetime
+
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from models import db, utcnow
+
+
+class Cancellation(db.Model):
+    __tablename__ = "cancellations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16), default="full")  # full / partial
+    reason: Mapped[str] = mapped_column(String(40), index=True)
+    notes: Mapped[str | None] = mapped_column(Text)
+    request_contact: Mapped[str | None] = mapped_column(String(254))
+    request_channel: Mapped[str | None] = mapped_column(String(24))
+    requested_at: Mapped[datetime | None] = mapped_column(DateTime)
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    source: Mapped[str] = mapped_column(String(16), default="panel")
+    previous_status: Mapped[str] = mapped_column(String(16))
+    refund_cents: Mapped[int] = mapped_column(Integer, default=0)
+    points_restored: Mapped[int] = mapped_column(Integer, default=0)
+    points_reversed: Mapped[int] = mapped_column(Integer, default=0)
+    notify_customer: Mapped[bool] = mapped_column(Boolean, default=True)
+    flag_inventory_reconciliation: Mapped[bool] = mapped_column(Boolean, default=False)
+    flag_manual_refund: Mapped[bool] = mapped_column(Boolean, default=False)
+    flag_manual_notification: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+    order = relationship("Order", back_populates="cancellations")
+    actor = relationship("User")
+    items = relationship("CancellationItem", back_populates="cancellation",
+                         cascade="all, delete-orphan", order_by="CancellationItem.id")
+
+    @property
+    def needs_manual_handling(self):
+        return (self.flag_inventory_reconciliation or self.flag_manual_refund
+                or self.flag_manual_notification)
+
+
+class CancellationItem(db.Model):
+    __tablename__ = "cancellation_items"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    cancellation_id: Mapped[int] = mapped_column(ForeignKey("cancellations.id",
+                                                            ondelete="CASCADE"), index=True)
+    order_item_id: Mapped[int] = mapped_column(ForeignKey("order_items.id"))
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"))
+    quantity: Mapped[int] = mapped_column(Integer)
+    stock_returned: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    cancellation = relationship("Cancellation", back_populates="items")
+    product = relationship("Product", lazy="joined")
+
+
+class ApprovalRequest(db.Model):
+    """A cancellation someone asked for but may not perform; `payload` is exactly what to do."""
+
+    __tablename__ = "approval_requests"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
+    requested_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    justification: Mapped[str | None] = mapped_column(Text)
+    payload: Mapped[dict] = mapped_column(JSON)
+    why: Mapped[list] = mapped_column(JSON, default=list)
+    order_version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    comment: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    order = relationship("Order")
+    requested_by = relationship("User", foreign_keys=[requested_by_id])
+    decided_by = relationship("User", foreign_keys=[decided_by_id])

@@ -1,0 +1,80 @@
+"""The outbox: refunds and notifications written with the cancellation, delivered after commit.
+
+MailMessage and SimulatedPayout are the far side of the simulated adapters: the mailbox the
+e-mail adapter writes to and the ledger of the simulated payment gateway. Both are unique per
+idempotency key, so no redelivery can pay or send twice.
+"""
+import enum
+from datetime import datetime
+
+from sqlalchemy import DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from models import db, utcnow
+
+
+class DeliveryStatus(str, enum.Enum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class _Deliverable:
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING.value,
+                                        index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    idempotency_key: Mapped[str] = mapped_column(String(80), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class Refund(_Deliverable, db.Model):
+    __tablename__ = "refunds"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
+    cancellation_id: Mapped[int | None] = mapped_column(ForeignKey("cancellations.id"))
+    amount_cents: Mapped[int] = mapped_column(Integer)
+    method: Mapped[str | None] = mapped_column(String(24))
+    gateway_reference: Mapped[str | None] = mapped_column(String(64))
+    succeeded_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    order = relationship("Order", viewonly=True)
+
+
+class Notification(_Deliverable, db.Model):
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
+    cancellation_id: Mapped[int | None] = mapped_column(ForeignKey("cancellations.id"))
+    channel: Mapped[str] = mapped_column(String(16), default="email")
+    template: Mapped[str] = mapped_column(String(40), default="order_cancelled")
+    recipient: Mapped[str | None] = mapped_column(String(254))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    order = relationship("Order", viewonly=True)
+
+
+class MailMessage(db.Model):
+    __tablename__ = "mail_messages"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(80), unique=True)
+    recipient: Mapped[str] = mapped_column(String(254))
+    subject: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class SimulatedPayout(db.Model):
+    __tablename__ = "simulated_payouts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(80), unique=True)
+    reference: Mapped[str] = mapped_column(String(64))
+    amount_cents: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

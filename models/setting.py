@@ -1,0 +1,34 @@
+"""Settings an admin changes at run time (thresholds, switches), with typed defaults."""
+from sqlalchemy import JSON, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models import db
+
+DEFAULTS = {
+    "approval_threshold_cents": 50000,
+    "approval_age_days": 30,
+    "abuse_cancels_per_hour": 25,
+    "reinstate_window_hours": 2,
+    "maintenance_mode": False,
+}
+
+
+class Setting(db.Model):
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[object] = mapped_column(JSON)
+
+    @classmethod
+    def get(cls, key):
+        row = db.session.get(cls, key)
+        return DEFAULTS[key] if row is None else row.value
+
+    @classmethod
+    def put(cls, key, value):
+        if key not in DEFAULTS:
+            raise KeyError(key)
+        row = db.session.get(cls, key) or cls(key=key)
+        row.value = value
+        db.session.add(row)
+        return row

@@ -1,0 +1,45 @@
+"""Celery wired to the Flask app: every task runs inside an app context."""
+from celery import Celery, Task
+from celery.signals import worker_ready
+from flask import has_app_context
+
+
+def celery_init_app(app):
+    class FlaskTask(Task):
+        def __call__(self, *args, **kwargs):
+            if has_app_context():  # already inside one (a task called from a request, a test)
+                return self.run(*args, **kwargs)
+            with app.app_context():
+                return self.run(*args, **kwargs)
+
+    celery = Celery(app.import_name, task_cls=FlaskTask)
+    url = app.config["REDIS_URL"]
+    celery.conf.update(
+        broker_url=url,
+        result_backend=url,
+        task_ignore_result=True,
+        result_expires=24 * 3600,
+        # At-least-once: a task is acknowledged after it ran; a killed worker's task is redelivered.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options={"visibility_timeout": 3600},
+        broker_connection_retry_on_startup=True,
+        result_backend_always_retry=True,
+        task_default_queue="cancel_desk",
+        worker_hijack_root_logger=False,
+        beat_schedule={
+            "sweep-outbox": {"task": "cancel_desk.sweep_outbox",
+                             "schedule": app.config["OUTBOX_SWEEP_INTERVAL"]},
+        },
+    )
+    celery.set_default()
+    app.extensions["celery"] = celery
+    import tasks.delivery  # noqa: F401  (registers the tasks)
+    return celery
+
+
+@worker_ready.connect
+def _sweep_at_start(sender, **_kwargs):
+    """Outbox rows whose task died with the last worker go out as soon as a worker is back."""
+    sender.app.send_task("cancel_desk.sweep_outbox")
