@@ -7,6 +7,7 @@ from flask import Flask, g, request
 from flask_migrate import Migrate
 from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import event
+from werkzeug.routing import IntegerConverter
 
 import config
 from models import db
@@ -39,6 +40,9 @@ def create_app(overrides=None, env=None):
     with app.app_context():
         _tune_sqlite(db.engine)
 
+    # Before any route is added: every <int:...> in a URL is a database id.
+    app.url_map.converters["int"] = DatabaseId
+
     from blueprints.auth import init_auth
     init_auth(app)
 
@@ -53,6 +57,14 @@ def create_app(overrides=None, env=None):
 
     _request_ids(app)
     return app
+
+
+class DatabaseId(IntegerConverter):
+    """<int:...>: an id no database integer can hold is simply not found (404), never a 500."""
+
+    def __init__(self, url_map, *args, **kwargs):
+        kwargs.setdefault("max", 2**31 - 1)
+        super().__init__(url_map, *args, **kwargs)
 
 
 def _tune_sqlite(engine):

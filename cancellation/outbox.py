@@ -10,7 +10,7 @@ import logging
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 
 from models import Cancellation, Notification, Order, Refund, db, money, utcnow
 from models.delivery import DeliveryStatus
@@ -54,14 +54,30 @@ def _claim(model, row_id):
     """Lock the row and count the attempt; None when there is nothing (left) to deliver."""
     row = db.session.scalar(select(model).where(model.id == row_id).with_for_update()
                             .execution_options(populate_existing=True))
-    if row is None or row.status == DeliveryStatus.SUCCEEDED.value:
+    now = utcnow()
+    if row is None or row.status == DeliveryStatus.SUCCEEDED.value or (
+            row.status == DeliveryStatus.FAILED.value and not _retry_due(row, now)):
+        # Delivered, or a duplicate dispatch (the back-off task and the sweep both sent it)
+        # of a retry that is already running, not due yet, or out of automatic attempts.
         db.session.rollback()
         return None
-    row.attempts += 1
-    row.dispatched_at = utcnow()
-    row.next_attempt_at = None
+    # An automatic retry holds a lease: a duplicate dispatch finds it taken, and if this
+    # worker dies the sweep picks the row up again once the lease has run out.
+    lease = (now + timedelta(seconds=current_app.config["OUTBOX_STALE_SECONDS"])
+             if row.status == DeliveryStatus.FAILED.value else None)
+    # Compare-and-set on attempts: where the database has no row locks (SQLite) two
+    # claimers may both have read the row; only one of them counts the attempt.
+    claimed = db.session.execute(
+        update(model).where(model.id == row.id, model.attempts == row.attempts)
+        .values(attempts=row.attempts + 1, dispatched_at=now, next_attempt_at=lease)
+        .execution_options(synchronize_session=False)).rowcount
     db.session.commit()
-    return row
+    return row if claimed else None
+
+
+def _retry_due(row, now):
+    return (row.attempts < current_app.config["DELIVERY_MAX_ATTEMPTS"]
+            and row.next_attempt_at is not None and row.next_attempt_at <= now)
 
 
 def _set_flag(row, value):
@@ -73,6 +89,7 @@ def _set_flag(row, value):
 def _succeeded(row, action, **after):
     row.status = DeliveryStatus.SUCCEEDED.value
     row.last_error = None
+    row.next_attempt_at = None
     _set_flag(row, False)
     record(None, action, target_type=type(row).__name__.lower(), target_id=row.id,
            order_id=row.order_id, store_id=row.order.store_id, context=SYSTEM,
@@ -85,7 +102,7 @@ def _failed(row, action, error):
     row.status = DeliveryStatus.FAILED.value
     row.last_error = str(error)[:500]
     _set_flag(row, True)
-    delay = None
+    delay = row.next_attempt_at = None
     if row.attempts < current_app.config["DELIVERY_MAX_ATTEMPTS"]:
         delay = backoff_seconds(row.attempts)
         row.next_attempt_at = utcnow() + timedelta(seconds=delay)

@@ -4,8 +4,9 @@
 or may they not at all — and why". The panel, both APIs, previews and bulk jobs all call it.
 """
 from dataclasses import dataclass, field
+from datetime import timedelta
 
-from models import Order, Role, Setting, money
+from models import Order, Role, Setting, money, utcnow
 from models.order import CANCELLABLE_STATUSES, OrderStatus, ShipmentStatus
 
 from cancellation.errors import Blocked, ConcurrentModification, Forbidden, InvalidState, NotFound
@@ -121,8 +122,9 @@ def approval_reasons(user, order):
         why.append(f"The order total {money(order.total_cents)} exceeds the approval threshold "
                    f"of {money(threshold)}.")
     max_age = Setting.get("approval_age_days")
-    if order.age_days > max_age and role != Role.ADMIN.value:
-        why.append(f"The order is {order.age_days} days old (more than {max_age}); "
+    if utcnow() - order.placed_at > timedelta(days=max_age) and role != Role.ADMIN.value:
+        why.append(f"The order was placed more than {max_age} days ago "
+                   f"({order.age_days} days); "
                    "only an admin cancels it without approval.")
     if role == Role.FULFILLMENT.value and order.status != OrderStatus.PENDING.value \
             and order.status != OrderStatus.IN_PROGRESS.value:

@@ -92,6 +92,7 @@ class CancelOutcome:
     cancellation: Cancellation | None = None
     approval_request: ApprovalRequest | None = None
     also_cancelled: list = field(default_factory=list)
+    also_pending_approval: list = field(default_factory=list)
 
     @property
     def needs_approval(self):
@@ -133,7 +134,10 @@ def cancel_order(order_id, actor, request, context=None):
     outbox.dispatch_for(cancellation)
     outcome = CancelOutcome(order=order, cancellation=cancellation)
     if request.scope == "all_future" and order.series_id:
-        outcome.also_cancelled = cancel_future_in_series(order, actor, request, context)
+        later = cancel_future_in_series(order, actor, request, context)
+        # A later instance this actor may not cancel directly got an approval request instead.
+        outcome.also_cancelled = [o for o in later if not o.needs_approval]
+        outcome.also_pending_approval = [o for o in later if o.needs_approval]
     return outcome
 
 
@@ -278,6 +282,13 @@ def queue_notification(order, cancellation):
 
 
 def file_approval_request(order, actor, request, why, context, justification=None):
+    # A repeated request (a double click, a client retry) joins the requester's open one
+    # instead of queueing the same decision twice for the approvers.
+    pending = db.session.scalar(select(ApprovalRequest).where(
+        ApprovalRequest.order_id == order.id, ApprovalRequest.requested_by_id == actor.id,
+        ApprovalRequest.status == "pending"))
+    if pending is not None:
+        return pending
     approval = ApprovalRequest(order_id=order.id, requested_by_id=actor.id,
                                justification=justification, payload=request.to_payload(),
                                why=why, order_version=order.version)
@@ -301,12 +312,20 @@ def return_unreturned_stock(order, actor, context):
     Lines whose stock row was missing are counted back as on-hand units (creating the row);
     a line already returned is never returned twice.
     """
+    order = load_order_for_update(order.id)
     if not order.cancellations:
         raise InvalidState(f"Order {order.number} has no cancelled items to return.")
     returned = []
     for cancellation in order.cancellations:
         for line in cancellation.items:
-            if line.stock_returned:
+            # Claim the line in one conditional UPDATE: of two concurrent calls (a double
+            # click) exactly one flips it and puts the units back.
+            claimed = not line.stock_returned and db.session.execute(
+                update(CancellationItem)
+                .where(CancellationItem.id == line.id, CancellationItem.stock_returned.is_(False))
+                .values(stock_returned=True)
+                .execution_options(synchronize_session=False)).rowcount
+            if not claimed:
                 continue
             stock = db.session.scalar(select(StockLevel).where(
                 StockLevel.store_id == order.store_id,
@@ -316,7 +335,6 @@ def return_unreturned_stock(order, actor, context):
                                    on_hand=0, reserved=0)
                 db.session.add(stock)
             stock.on_hand += line.quantity
-            line.stock_returned = True
             returned.append({"product_id": line.product_id, "quantity": line.quantity})
         cancellation.flag_inventory_reconciliation = False
     if returned:

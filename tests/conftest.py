@@ -293,3 +293,55 @@ def csrf_from(response):
     match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"',
                       response.get_data(as_text=True))
     return match.group(1) if match else None
+
+
+def cancel(client, order_id, token, reason="inventory_issues", headers=None, **body):
+    """PUT /api/v1/orders/:id/status as the API's users send it."""
+    payload = {"status": "cancelled", "reason": reason, **body}
+    return client.put(f"/api/v1/orders/{order_id}/status", json=payload,
+                      headers=bearer(token, **(headers or {})))
+
+
+def assert_api_error(response, status, code=None):
+    """The response is the API's error shape with the expected status (and code)."""
+    assert response.status_code == status, (response.status_code, response.get_data(as_text=True))
+    assert response.is_json, response.get_data(as_text=True)
+    error = response.json["error"]
+    assert isinstance(error["message"], str) and error["message"]
+    if code is not None:
+        assert error["code"] == code, error
+    return error
+
+
+def order_state(app, order_id):
+    """Everything a cancellation could touch for one order, as plain data to compare."""
+    from models import (
+        ApprovalRequest, AuditEvent, Cancellation, Customer, LoyaltyEntry, Notification, Order,
+        Refund, StockLevel, db,
+    )
+
+    def count(model, *where):
+        return db.session.scalar(db.select(db.func.count()).select_from(model).where(*where))
+
+    with app.app_context():
+        order = db.session.get(Order, order_id)
+        customer = db.session.get(Customer, order.customer_id) if order.customer_id else None
+        stock = db.session.execute(
+            db.select(StockLevel.product_id, StockLevel.on_hand, StockLevel.reserved)
+            .where(StockLevel.store_id == order.store_id).order_by(StockLevel.product_id)).all()
+        return {
+            "status": order.status, "version": order.version,
+            "payment_status": order.payment_status, "refunded_cents": order.refunded_cents,
+            "items": [(i.id, i.quantity, i.cancelled_quantity) for i in order.items],
+            "stock": [tuple(row) for row in stock],
+            "loyalty_points": customer.loyalty_points if customer else None,
+            "loyalty_entries": count(LoyaltyEntry, LoyaltyEntry.order_id == order_id),
+            "cancellations": count(Cancellation, Cancellation.order_id == order_id),
+            "refunds": count(Refund, Refund.order_id == order_id),
+            "notifications": count(Notification, Notification.order_id == order_id),
+            "approval_requests": count(ApprovalRequest, ApprovalRequest.order_id == order_id),
+            # Deliveries a live worker finishes meanwhile are not this request's doing.
+            "audit_events": count(AuditEvent, AuditEvent.order_id == order_id,
+                                  ~AuditEvent.action.startswith("refund."),
+                                  ~AuditEvent.action.startswith("notification.")),
+        }

@@ -34,7 +34,10 @@ def parse_json(schema, *, optional=False):
         if optional:
             return schema()
         raise BadBody("A JSON body is required.")
-    data = request.get_json(force=True, silent=True)
+    try:
+        data = request.get_json(force=True, silent=True)
+    except RecursionError:  # nested deeper than the JSON parser goes
+        raise BadBody("The body is not valid JSON: it is nested too deeply.") from None
     if data is None and raw.strip() != b"null":
         raise BadBody("The body is not valid JSON.")
     if not isinstance(data, dict):

@@ -8,6 +8,9 @@ from cancellation.reasons import REASON_CODES, REQUEST_CHANNELS
 
 Reason = Literal[tuple(REASON_CODES)]
 
+# Ids are database integers: anything larger can only be a mistake (and must not reach SQL).
+ID_MAX = 2**31 - 1
+
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
@@ -58,10 +61,10 @@ class RefundBody(Body):
 class InventoryReturnBody(Body):
     """PUT /api/v1/inventory/return"""
 
-    order_id: StrictInt = Field(ge=1)
+    order_id: StrictInt = Field(ge=1, le=ID_MAX)
 
 
 class CustomerNotificationBody(Body):
     """POST /api/v1/notifications/customer"""
 
-    order_id: StrictInt = Field(ge=1)
+    order_id: StrictInt = Field(ge=1, le=ID_MAX)

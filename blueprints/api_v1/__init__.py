@@ -15,7 +15,7 @@ from models.order import OrderStatus, PaymentStatus, ShipmentStatus
 
 from blueprints.api_common import audit_context, parse_json, parse_query, require_token_user
 from blueprints.api_common.schemas import (
-    CancelOrderBody, CustomerNotificationBody, InventoryReturnBody, RefundBody,
+    ID_MAX, CancelOrderBody, CustomerNotificationBody, InventoryReturnBody, RefundBody,
 )
 from blueprints.api_common.serializers import (
     approval_dict, notification_dict, order_dict, order_summary, refund_dict,
@@ -30,7 +30,7 @@ class OrdersQuery(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
     status: Literal[tuple(s.value for s in OrderStatus)] | None = None
-    store_id: int | None = Field(default=None, ge=1)
+    store_id: int | None = Field(default=None, ge=1, le=ID_MAX)
     billing_hold: bool | None = None
     shipment_status: Literal[tuple(s.value for s in ShipmentStatus)] | None = None
     payment_status: Literal[tuple(s.value for s in PaymentStatus)] | None = None
@@ -42,8 +42,8 @@ class OrdersQuery(BaseModel):
 class InventoryQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    store_id: int | None = Field(default=None, ge=1)
-    product_id: int | None = Field(default=None, ge=1)
+    store_id: int | None = Field(default=None, ge=1, le=ID_MAX)
+    product_id: int | None = Field(default=None, ge=1, le=ID_MAX)
 
 
 def filtered_orders(query, args):
@@ -119,6 +119,9 @@ def update_status(order_id):
     body = order_dict(db.session.get(Order, order_id), current_user)
     if outcome.also_cancelled:
         body["also_cancelled"] = [o.order.id for o in outcome.also_cancelled]
+    if outcome.also_pending_approval:
+        body["approval_requested"] = [approval_dict(o.approval_request)
+                                      for o in outcome.also_pending_approval]
     return jsonify(body)
 
 
