@@ -48,8 +48,11 @@ def init_auth(app):
     @app.context_processor
     def _auth_context():
         from blueprints.auth.permissions import PERMISSIONS
+        # g.identity is missing when a request is refused before Principal loads it (a CSRF
+        # failure): the error page then shows no capability-gated links instead of failing.
         return {"can": lambda capability: current_user.is_authenticated
-                and PERMISSIONS[capability].can(), "logout_form": LogoutForm()}
+                and g.get("identity") is not None and PERMISSIONS[capability].can(),
+                "logout_form": LogoutForm()}
 
 
 @login_manager.user_loader

@@ -1,11 +1,440 @@
-"""The orders panel: list, detail, the cancel dialog, retries and manual reconciliation."""
-from flask import Blueprint, render_template
-from flask_login import login_required
+"""The orders panel: list, detail, the cancel dialog, retries and manual reconciliation.
+
+Thin on purpose: parse the request, check the capability, call the domain (cancellation.*),
+flash what happened and render. No rule of cancelling is decided here.
+"""
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+from markupsafe import Markup
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import joinedload, selectinload
+
+from cancellation import (
+    CancelDeskError, CancelRequest, ConcurrentModification, NotFound, ValidationFailed,
+    cancel_order, get_visible_order, return_unreturned_stock, visible_orders,
+)
+from cancellation import outbox
+from cancellation.privacy import mask_email, mask_phone
+from cancellation.reasons import CancellationReason, label_for
+from models import (
+    ApprovalRequest, AuditEvent, Cancellation, LoyaltyEntry, MailMessage, Notification, Order,
+    Refund, Store, db,
+)
+from models.order import CANCELLABLE_STATUSES, OrderStatus
+
+from blueprints.api_common import audit_context
+from blueprints.api_common.serializers import flags_dict
+from blueprints.api_v1 import filtered_orders
+from blueprints.auth import safe_next
+from blueprints.auth.permissions import permission, requires
+from blueprints.orders.forms import CHANNEL_LABELS, ActionForm, CancelOrderForm, ListFilters
 
 bp = Blueprint("orders", __name__)
 
+AUDIT_TIMELINE_LIMIT = 200
+MAILBOX_PER_PAGE = 25
+
+# Maps CancelRequest.validate()'s field names onto the form's fields.
+DOMAIN_FIELDS = {
+    "reason": "reason", "notes": "notes", "scope": "scope",
+    "customer_request.contact": "request_contact",
+    "customer_request.channel": "request_channel",
+    "customer_request.requested_at": "requested_at",
+}
+
+
+# --- presentation helpers (filters available to every template) -----------------------------
+
+def _zone(name):
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+@bp.app_template_filter("dollars")
+def dollars(cents):
+    if cents is None:
+        return "—"
+    sign = "-" if cents < 0 else ""
+    cents = abs(int(cents))
+    return f"{sign}${cents // 100:,}.{cents % 100:02d}"
+
+
+@bp.app_template_filter("when")
+def when(moment, tz=None, fmt="%b %d, %Y %H:%M"):
+    """A naive-UTC timestamp shown in the store's time zone (or UTC), with the zone's name."""
+    if moment is None:
+        return "—"
+    local = moment.replace(tzinfo=ZoneInfo("UTC")).astimezone(_zone(tz))
+    return f"{local.strftime(fmt)} {local.tzname()}"
+
+
+@bp.app_template_filter("humanize")
+def humanize(code):
+    return (code or "").replace("_", " ").capitalize()
+
+
+@bp.app_template_filter("reason_label")
+def reason_label(code):
+    return label_for(code)
+
+
+@bp.app_template_filter("channel_label")
+def channel_label(code):
+    return CHANNEL_LABELS.get(code, humanize(code))
+
+
+@bp.app_context_processor
+def _panel_context():
+    return {"reason_hints": {reason.value: reason.examples for reason in CancellationReason},
+            "cancellable_statuses": CANCELLABLE_STATUSES}
+
+
+def store_local_to_utc(moment, tz):
+    """A datetime-local value typed in store time, as the naive UTC the database keeps."""
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=_zone(tz)).astimezone(ZoneInfo("UTC")).replace(tzinfo=None)
+
+
+def store_now(tz):
+    return datetime.now(_zone(tz)).replace(tzinfo=None, second=0, microsecond=0)
+
+
+def current_path():
+    """This page's path with its query string, for `next` fields and back links."""
+    return request.full_path.rstrip("?")
+
+
+def list_back_link():
+    """Where "Back to Orders" goes: the list with the filters the user came from."""
+    target = request.args.get("next")
+    index = url_for("orders.index")
+    if target and safe_next(target) == target and (target == index
+                                                   or target.startswith(index + "?")):
+        return target
+    return index
+
+
+def visible_stores():
+    query = select(Store).order_by(Store.name)
+    if not current_user.sees_every_store:
+        query = query.where(Store.id.in_(current_user.store_ids or {-1}))
+    return db.session.scalars(query).all()
+
+
+# --- list ------------------------------------------------------------------------------------
 
 @bp.get("/")
-@login_required
+@requires("view_orders")
 def index():
-    return render_template("orders/list.html")
+    stores = visible_stores()
+    filters = ListFilters.from_args(request.args, {s.id for s in stores})
+    per_page = current_app.config.get("ORDERS_PER_PAGE", 25)
+
+    query = filtered_orders(visible_orders(select(Order), current_user), filters)
+    if filters.date_from:
+        query = query.where(Order.placed_at >= datetime.combine(filters.date_from, time.min))
+    if filters.date_to:
+        query = query.where(Order.placed_at < datetime.combine(filters.date_to, time.min)
+                            + timedelta(days=1))
+    total = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
+    pages = max((total + per_page - 1) // per_page, 1)
+    page = min(filters.page, pages)
+    orders = db.session.scalars(
+        query.options(joinedload(Order.store), joinedload(Order.customer))
+        .order_by(Order.placed_at.desc(), Order.id.desc())
+        .limit(per_page).offset((page - 1) * per_page)).all()
+
+    # One query for the whole page: which orders wait for a person (failed refund, ...).
+    manual = set()
+    if orders:
+        manual = set(db.session.scalars(select(Cancellation.order_id).where(
+            Cancellation.order_id.in_([o.id for o in orders]),
+            or_(Cancellation.flag_manual_refund, Cancellation.flag_manual_notification,
+                Cancellation.flag_inventory_reconciliation))).all())
+
+    form = CancelOrderForm(formdata=None, next=current_path())
+    return render_template(
+        "orders/list.html", orders=orders, total=total, page=page, pages=pages,
+        per_page=per_page, first=(page - 1) * per_page + 1 if total else 0,
+        last=min(page * per_page, total), filters=filters, stores=stores,
+        statuses=list(OrderStatus), manual=manual, cancel_form=form,
+        page_url=lambda number: url_for("orders.index", **filters.as_args(page=number)),
+        can_cancel=_can("request_cancellation"))
+
+
+def _can(capability):
+    """For choosing what to show; the routes themselves check with requires()."""
+    return bool(permission(capability).can())
+
+
+# --- detail ----------------------------------------------------------------------------------
+
+def load_order(order_id):
+    """The order if the user may see it (else NotFound → 404), with what the detail page shows."""
+    db.session.scalars(select(Order).where(Order.id == order_id).options(
+        joinedload(Order.store), joinedload(Order.customer), selectinload(Order.items),
+        selectinload(Order.cancellations).selectinload(Cancellation.items),
+        selectinload(Order.cancellations).joinedload(Cancellation.actor),
+        selectinload(Order.refunds), selectinload(Order.notifications))).unique().all()
+    return get_visible_order(current_user, order_id)
+
+
+def audit_changes(event):
+    """A compact before/after: the keys that changed, and the keys only one side has."""
+    before, after = event.before or {}, event.after or {}
+    rows = []
+    for key in list(before) + [k for k in after if k not in before]:
+        old, new = before.get(key), after.get(key)
+        if key in before and key in after and old == new:
+            continue
+        rows.append((key, _short(old) if key in before else None,
+                     _short(new) if key in after else None))
+    return rows
+
+
+def _short(value):
+    if isinstance(value, dict):
+        text = ", ".join(f"{k}: {v}" for k, v in value.items())
+    elif isinstance(value, list):
+        text = "; ".join(_short(v) for v in value)
+    else:
+        text = "—" if value is None else str(value)
+    return text if len(text) <= 80 else text[:77] + "…"
+
+
+def render_detail(order, cancel_form=None, status=200):
+    see_contact = _can("view_customer_contact")
+    customer = order.customer
+    contact = None
+    if customer is not None:
+        contact = {"email": customer.email if see_contact else mask_email(customer.email),
+                   "phone": customer.phone if see_contact else mask_phone(customer.phone)}
+    loyalty = db.session.scalars(select(LoyaltyEntry).where(LoyaltyEntry.order_id == order.id)
+                                 .order_by(LoyaltyEntry.id)).all()
+    events = db.session.scalars(select(AuditEvent).where(AuditEvent.order_id == order.id)
+                                .order_by(AuditEvent.seq.desc())
+                                .limit(AUDIT_TIMELINE_LIMIT)).all()
+    approvals = db.session.scalars(select(ApprovalRequest).where(
+        ApprovalRequest.order_id == order.id).options(
+        joinedload(ApprovalRequest.requested_by), joinedload(ApprovalRequest.decided_by))
+        .order_by(ApprovalRequest.id.desc())).all()
+    if cancel_form is None:
+        cancel_form = new_cancel_form(order, next_path=current_path())
+    series_count = None
+    if order.series_id:
+        series_count = db.session.scalar(select(func.count()).where(
+            Order.series_id == order.series_id))
+    return render_template(
+        "orders/detail.html", order=order, contact=contact, loyalty=loyalty, events=events,
+        audit_changes=audit_changes, approvals=approvals, flags=flags_dict(order),
+        cancel_form=cancel_form, action_form=ActionForm(), back_link=list_back_link(),
+        series_count=series_count, mask_email=mask_email, mask_phone=mask_phone), status
+
+
+def new_cancel_form(order, next_path):
+    form = CancelOrderForm(formdata=None, version=order.version, next=next_path,
+                           requested_at=store_now(order.store.timezone))
+    if current_user.role == "customer_service":
+        # Customer service cancels for customer requests only (SPEC §3): start there.
+        form.reason.data = CancellationReason.CUSTOMER_REQUESTED.value
+    return form
+
+
+@bp.get("/orders/<int:order_id>")
+@requires("view_orders")
+def detail(order_id):
+    return render_detail(load_order(order_id))
+
+
+# --- cancel ----------------------------------------------------------------------------------
+
+@bp.get("/orders/<int:order_id>/cancel")
+@requires("request_cancellation")
+def cancel_page(order_id):
+    """The cancel form as a page of its own: the dialog without JavaScript, and error re-render."""
+    order = load_order(order_id)
+    next_path = request.args.get("next") or url_for("orders.detail", order_id=order.id)
+    return render_cancel_page(order, new_cancel_form(order, safe_next(next_path)))
+
+
+def render_cancel_page(order, form, message=None, status=200):
+    return render_template("orders/cancel.html", order=order, form=form, message=message,
+                           back_link=safe_next(form.next.data) if form.next.data
+                           else url_for("orders.detail", order_id=order.id)), status
+
+
+@bp.post("/orders/<int:order_id>/cancel")
+@requires("request_cancellation")
+def cancel(order_id):
+    order = load_order(order_id)
+    form = CancelOrderForm()
+    detail_url = url_for("orders.detail", order_id=order.id)
+    back = safe_next(form.next.data) if form.next.data else detail_url
+    if not form.validate_on_submit():
+        return render_cancel_page(order, form, "Please correct the highlighted fields.", 400)
+    if order.status == OrderStatus.IN_PROGRESS.value and not form.confirm_in_progress.data:
+        form.confirm_in_progress.errors = ["Confirm that you want to cancel an order whose "
+                                           "fulfillment has started."]
+        return render_cancel_page(
+            order, form, "Fulfillment has started on this order. Confirm that you still want "
+            "to cancel it.", 400)
+
+    cancel_request = CancelRequest(
+        reason=form.reason.data, notes=(form.notes.data or "").strip() or None,
+        notify_customer=bool(form.notify_customer.data), expected_version=form.version.data,
+        scope=form.scope.data if order.series_id and form.scope.data else "this_instance")
+    if form.reason.data == CancellationReason.CUSTOMER_REQUESTED.value:
+        # The dialog hides these fields for other reasons; what they hold then is not sent.
+        cancel_request.request_contact = (form.request_contact.data or "").strip() or None
+        cancel_request.request_channel = form.request_channel.data or None
+        cancel_request.requested_at = store_local_to_utc(form.requested_at.data,
+                                                         order.store.timezone)
+    try:
+        outcome = cancel_order(order.id, current_user, cancel_request, audit_context("panel"))
+    except ValidationFailed as exc:
+        for problem in exc.details.get("fields", []):
+            field = getattr(form, DOMAIN_FIELDS.get(problem["field"], ""), None)
+            if field is not None:
+                field.errors = list(field.errors) + [problem["message"].capitalize()]
+        return render_cancel_page(order, form, "The order was not cancelled: please correct "
+                                  "the highlighted fields.", 400)
+    except ConcurrentModification as exc:
+        current = exc.details.get("current_version")
+        flash(Markup("Order {} was changed by someone else while you were looking at it (you "
+                     "saw version {}, it is now version {}). Nothing was cancelled. "
+                     '<a href="{}" class="alert-link">Refresh</a> to see the changes and try '
+                     "again.").format(order.number, form.version.data, current, detail_url),
+              "warning")
+        return redirect(back)
+    except CancelDeskError as exc:
+        if exc.status == 404:
+            raise
+        flash(f"Order {order.number} was not cancelled: {exc.message}", "danger")
+        return redirect(back)
+
+    if outcome.needs_approval:
+        approval = outcome.approval_request
+        flash(f"Approval request #{approval.id} filed for order {order.number}; it is not "
+              f"cancelled yet. Why: {' '.join(approval.why)}", "info")
+        return redirect(back)
+    flash(success_message(outcome), "success")
+    return redirect(back)
+
+
+def success_message(outcome):
+    cancellation = outcome.cancellation
+    parts = [f"Order {outcome.order.number} cancelled."]
+    if cancellation.refund_cents:
+        parts.append(f"Refund of {dollars(cancellation.refund_cents)} queued;")
+    else:
+        parts.append("No payment to refund;")
+    parts.append("customer will be notified." if cancellation.notify_customer
+                 else "customer will not be notified.")
+    if cancellation.flag_inventory_reconciliation:
+        parts.append("Some items had no stock record: flagged for inventory reconciliation.")
+    if outcome.also_cancelled:
+        numbers = ", ".join(o.order.number for o in outcome.also_cancelled)
+        parts.append(f"Also cancelled {len(outcome.also_cancelled)} later order(s) of the "
+                     f"series: {numbers}.")
+    return " ".join(parts)
+
+
+# --- manual handling -------------------------------------------------------------------------
+
+def _action(order_id, do, *, ok):
+    """Shared shape of the detail page's buttons: visible order, CSRF, domain call, flash."""
+    order = get_visible_order(current_user, order_id)
+    if not ActionForm().validate_on_submit():
+        flash("The form expired; please try again.", "warning")
+        return redirect(url_for("orders.detail", order_id=order.id))
+    try:
+        result = do(order)
+    except CancelDeskError as exc:
+        if exc.status == 404:
+            raise
+        flash(exc.message, "danger")
+    else:
+        flash(ok(order, result), "success")
+    return redirect(url_for("orders.detail", order_id=order.id))
+
+
+def _row_of(model, order, row_id):
+    row = db.session.get(model, row_id)
+    if row is None or row.order_id != order.id:
+        raise NotFound(f"{model.__name__} not found.")
+    return row
+
+
+@bp.post("/orders/<int:order_id>/refunds/<int:refund_id>/retry")
+@requires("retry_delivery")
+def retry_refund(order_id, refund_id):
+    def do(order):
+        _row_of(Refund, order, refund_id)
+        return outbox.retry(Refund, refund_id, current_user, audit_context("panel"))
+    return _action(order_id, do, ok=lambda order, refund: (
+        f"Refund of {dollars(refund.amount_cents)} is already paid." if refund.status ==
+        "succeeded" else f"Refund of {dollars(refund.amount_cents)} sent to the gateway again."))
+
+
+@bp.post("/orders/<int:order_id>/refund")
+@requires("retry_delivery")
+def reprocess_refund(order_id):
+    return _action(order_id, lambda order: outbox.reprocess_refund(
+        order, current_user, audit_context("panel")),
+        ok=lambda order, refunds: f"Refunds of order {order.number} sent to the gateway again.")
+
+
+@bp.post("/orders/<int:order_id>/notifications/<int:notification_id>/retry")
+@requires("retry_delivery")
+def retry_notification(order_id, notification_id):
+    def do(order):
+        _row_of(Notification, order, notification_id)
+        return outbox.retry(Notification, notification_id, current_user, audit_context("panel"))
+    return _action(order_id, do, ok=lambda order, row: (
+        "That notification was already sent." if row.status == "succeeded"
+        else "Notification queued for another attempt."))
+
+
+@bp.post("/orders/<int:order_id>/notifications/resend")
+@requires("retry_delivery")
+def resend_notification(order_id):
+    return _action(order_id, lambda order: outbox.resend_notification(
+        order, current_user, audit_context("panel")),
+        ok=lambda order, row: f"Cancellation notice for order {order.number} queued to "
+                              f"{mask_email(row.recipient) or 'the customer'}.")
+
+
+@bp.post("/orders/<int:order_id>/return-stock")
+@requires("reconcile_inventory")
+def return_stock(order_id):
+    return _action(order_id, lambda order: return_unreturned_stock(
+        order, current_user, audit_context("panel")),
+        ok=lambda order, returned: (
+            f"Returned {sum(line['quantity'] for line in returned)} unit(s) to stock at "
+            f"{order.store.name}." if returned else "Nothing left to return: every cancelled "
+            "item is already back in stock."))
+
+
+# --- simulated mail relay --------------------------------------------------------------------
+
+@bp.get("/mailbox")
+@requires("view_mailbox")
+def mailbox():
+    page = max(request.args.get("page", 1, type=int) or 1, 1)
+    total = db.session.scalar(select(func.count()).select_from(MailMessage))
+    pages = max((total + MAILBOX_PER_PAGE - 1) // MAILBOX_PER_PAGE, 1)
+    page = min(page, pages)
+    messages = db.session.scalars(select(MailMessage)
+                                  .order_by(MailMessage.created_at.desc(), MailMessage.id.desc())
+                                  .limit(MAILBOX_PER_PAGE)
+                                  .offset((page - 1) * MAILBOX_PER_PAGE)).all()
+    return render_template("orders/mailbox.html", messages=messages, total=total, page=page,
+                           page_url=lambda number: url_for("orders.mailbox", page=number),
+                           pages=pages, first=(page - 1) * MAILBOX_PER_PAGE + 1 if total else 0,
+                           last=min(page * MAILBOX_PER_PAGE, total))

@@ -1,0 +1,110 @@
+"""Forms of the orders panel: list filters, the cancel dialog, and the CSRF-only action forms."""
+from dataclasses import dataclass
+from datetime import date
+
+from flask_wtf import FlaskForm
+from wtforms import (
+    BooleanField, DateTimeLocalField, HiddenField, IntegerField, RadioField, SelectChoice,
+    SelectField, StringField, TextAreaField,
+)
+from wtforms.validators import InputRequired, Length, Optional
+from wtforms.widgets import HiddenInput
+
+from cancellation.reasons import REQUEST_CHANNELS, CancellationReason
+from models.order import OrderStatus
+
+CHANNEL_LABELS = {"phone": "Phone", "email": "E-mail", "in_store": "In store", "chat": "Chat"}
+
+SCOPE_CHOICES = [
+    SelectChoice("this_instance", "This order only"),
+    SelectChoice("all_future", "This and all future orders of the series"),
+]
+
+
+class CancelOrderForm(FlaskForm):
+    """The cancel dialog. Business rules (which fields a reason needs) live in CancelRequest."""
+
+    reason = SelectField(
+        "Reason",
+        choices=[SelectChoice("", "Select a reason…")]
+        + [SelectChoice(r.value, r.label) for r in CancellationReason],
+        validators=[InputRequired("Choose a cancellation reason.")])
+    notes = TextAreaField("Notes", validators=[Optional(), Length(max=2000)],
+                          render_kw={"rows": 3, "maxlength": 2000,
+                                     "placeholder": "Optional: what happened, who decided"})
+    request_contact = StringField("Customer contact", validators=[Optional(), Length(max=254)],
+                                  render_kw={"placeholder": "Phone number or e-mail they used"})
+    request_channel = SelectField(
+        "Channel", choices=[SelectChoice("", "—")]
+        + [SelectChoice(c, CHANNEL_LABELS[c]) for c in REQUEST_CHANNELS],
+        validators=[Optional()])
+    requested_at = DateTimeLocalField("Requested at", format=["%Y-%m-%dT%H:%M",
+                                                              "%Y-%m-%dT%H:%M:%S"],
+                                      validators=[Optional()])
+    notify_customer = BooleanField("Notify the customer by e-mail", default=True)
+    scope = RadioField("Recurring order", choices=SCOPE_CHOICES, default="this_instance",
+                       validators=[Optional()])
+    confirm_in_progress = BooleanField("I understand fulfillment has started and still want to "
+                                       "cancel this order")
+    version = IntegerField(widget=HiddenInput(), validators=[Optional()])
+    next = HiddenField()
+
+
+class ActionForm(FlaskForm):
+    """A button that changes something: only its CSRF token is needed."""
+
+
+@dataclass
+class ListFilters:
+    """The orders list's query string, validated; also what api_v1.filtered_orders reads."""
+
+    q: str | None = None
+    status: str | None = None
+    store_id: int | None = None
+    date_from: date | None = None
+    date_to: date | None = None
+    page: int = 1
+    billing_hold: bool | None = None
+    shipment_status: str | None = None
+    payment_status: str | None = None
+
+    @classmethod
+    def from_args(cls, args, visible_store_ids):
+        """Ignore what cannot be parsed or is not allowed, so a bookmark never errors out."""
+        q = (args.get("q") or "").strip()[:100] or None
+        status = args.get("status") or None
+        if status not in {s.value for s in OrderStatus}:
+            status = None
+        store_id = _int(args.get("store"))
+        if store_id not in visible_store_ids:
+            store_id = None
+        page = max(_int(args.get("page")) or 1, 1)
+        return cls(q=q, status=status, store_id=store_id, date_from=_date(args.get("from")),
+                   date_to=_date(args.get("to")), page=min(page, 100000))
+
+    @property
+    def active(self):
+        return any((self.q, self.status, self.store_id, self.date_from, self.date_to))
+
+    def as_args(self, **changes):
+        """Query-string args for url_for, e.g. the next page's link."""
+        args = {"q": self.q, "status": self.status, "store": self.store_id,
+                "from": self.date_from.isoformat() if self.date_from else None,
+                "to": self.date_to.isoformat() if self.date_to else None,
+                "page": self.page if self.page > 1 else None}
+        args.update(changes)
+        return {k: v for k, v in args.items() if v not in (None, "")}
+
+
+def _int(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _date(value):
+    try:
+        return date.fromisoformat(value) if value else None
+    except ValueError:
+        return None
