@@ -1,0 +1,45 @@
+# Cancel Desk: `make run` serves the app with demo data, `make test` runs the suite.
+# Both set themselves up on a fresh machine: only Python 3.11 is needed.
+
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+# python3.11 if there is one, else python3 when that is 3.11.
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || \
+	(python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null && command -v python3))
+
+.PHONY: run test install lint clean help
+
+help:
+	@echo "make run      serve on http://127.0.0.1:$${PORT:-5000} (embedded SQLite + Redis, demo data)"
+	@echo "make test     run the test suite (PYTEST_ARGS='-k cli' to pass arguments)"
+	@echo "make install  create .venv and install the app with its test dependencies"
+	@echo "make lint     byte-compile every module (a quick syntax check)"
+	@echo "make clean    delete the local database, embedded Redis files and caches"
+
+$(BIN)/python:
+	@if [ -z "$(PYTHON)" ]; then echo "Python 3.11 is required (python3.11 or python3 -> 3.11)" >&2; exit 1; fi
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/flask --app app serve
+
+test: $(STAMP)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/python -m compileall -q app.py config models cancellation blueprints tasks tests
+
+clean:
+	rm -rf instance/ .pytest_cache test-artifacts
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
