@@ -3,7 +3,9 @@ import re
 from datetime import timedelta
 
 import pytest
-from conftest import csrf_from, login
+from conftest import csrf_from, login, wait_for
+
+from cancellation.adapters import set_failures
 
 from models import (
     ApprovalRequest, Order, Refund, StockLevel, User, db, utcnow,
@@ -368,24 +370,41 @@ def test_manual_actions_require_their_capability(app, client, factory):
                        data={"csrf_token": token}).status_code == 403
 
 
-def test_retry_refund_button(app, client, factory):
+def test_retry_refund_button(app, client, factory, worker):
+    """A refund the gateway keeps declining shows its error and a retry button that works."""
     shop = factory.shop(role="store_manager")
     sign_in(app, client, shop["user_id"])
     token = csrf_from(client.get(f"/orders/{shop['order_id']}"))
-    post_cancel(client, shop["order_id"], token=token)
     with app.app_context():
-        refund = db.session.scalar(db.select(Refund).where(Refund.order_id == shop["order_id"]))
-        refund.status, refund.last_error = "failed", "gateway timeout"
-        db.session.commit()
-        refund_id = refund.id
+        set_failures("refund", -1)
+    try:
+        post_cancel(client, shop["order_id"], token=token)
+
+        def refund_out_of_attempts():
+            with app.app_context():
+                refund = db.session.scalar(
+                    db.select(Refund).where(Refund.order_id == shop["order_id"]))
+                done = (refund is not None and refund.status == "failed"
+                        and refund.next_attempt_at is None)
+                return refund.id if done else None
+
+        refund_id = wait_for(refund_out_of_attempts, timeout=30,
+                             message="the refund to fail its automatic attempts")
+    finally:
+        with app.app_context():
+            set_failures("refund", 0)
     page = text_of(client.get(f"/orders/{shop['order_id']}"))
-    assert "gateway timeout" in page and f"/refunds/{refund_id}/retry" in page
+    assert "failure injected" in page and f"/refunds/{refund_id}/retry" in page
     response = client.post(f"/orders/{shop['order_id']}/refunds/{refund_id}/retry",
                            data={"csrf_token": token})
     assert response.status_code == 302
     assert "sent to the gateway again" in text_of(client.get(response.headers["Location"]))
-    with app.app_context():
-        assert db.session.get(Refund, refund_id).status in ("pending", "succeeded")
+
+    def refund_succeeded():
+        with app.app_context():
+            return db.session.get(Refund, refund_id).status == "succeeded"
+
+    wait_for(refund_succeeded, message="the retried refund to be paid")
 
 
 # --- mailbox and admin -----------------------------------------------------------------------
