@@ -5,13 +5,30 @@ def register_blueprints(app):
     from app import csrf
     from blueprints.api_common import bp as api
     from blueprints.api_v1 import bp as api_v1
+    from blueprints.api_v2 import bp as api_v2
     from blueprints.auth import bp as auth
     from blueprints.cli import bp as cli
+    from blueprints.docs import bp as docs
     from blueprints.health import bp as health
     from blueprints.orders import bp as orders
 
-    for blueprint in (auth, orders, api, api_v1, health, cli):
+    _rate_limit(app, api_v2)
+    for blueprint in (auth, orders, api, api_v1, api_v2, docs, health, cli):
         app.register_blueprint(blueprint)
     # The API reads no session cookie (bearer tokens only), so CSRF does not apply to it.
-    for blueprint in (api, api_v1):
+    for blueprint in (api, api_v1, api_v2):
         csrf.exempt(blueprint)
+
+
+def _rate_limit(app, blueprint):
+    """Per-user request rate on API v2, counted in Redis so every web process shares it."""
+    from flask import current_app
+    from flask_limiter import Limiter
+
+    from blueprints.api_common import rate_limit_key
+
+    app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"])
+    app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", {"socket_connect_timeout": 2})
+    limiter = Limiter(rate_limit_key, app=app, headers_enabled=True)
+    limiter.limit(lambda: current_app.config["API_V2_RATE_LIMIT"])(blueprint)
+    app.extensions["rate_limiter"] = limiter

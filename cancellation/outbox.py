@@ -21,6 +21,7 @@ from cancellation.errors import InvalidState, NotFound
 
 log = logging.getLogger(__name__)
 
+RETRYABLE = (DeliveryStatus.PENDING.value, DeliveryStatus.FAILED.value)
 TASKS = {Refund: "cancel_desk.deliver_refund", Notification: "cancel_desk.deliver_notification"}
 FLAGS = {Refund: "flag_manual_refund", Notification: "flag_manual_notification"}
 
@@ -51,28 +52,39 @@ def backoff_seconds(attempts):
 
 
 def _claim(model, row_id):
-    """Lock the row and count the attempt; None when there is nothing (left) to deliver."""
+    """Move the row to `processing` and count the attempt; None when there is nothing (left)
+    to deliver. `processing` is what a duplicate dispatch (the back-off task and the sweep both
+    sent it) finds and leaves alone, and what a reinstatement refuses to void."""
     row = db.session.scalar(select(model).where(model.id == row_id).with_for_update()
                             .execution_options(populate_existing=True))
     now = utcnow()
-    if row is None or row.status == DeliveryStatus.SUCCEEDED.value or (
-            row.status == DeliveryStatus.FAILED.value and not _retry_due(row, now)):
-        # Delivered, or a duplicate dispatch (the back-off task and the sweep both sent it)
-        # of a retry that is already running, not due yet, or out of automatic attempts.
+    if row is None or not _claimable(row, now):
         db.session.rollback()
         return None
-    # An automatic retry holds a lease: a duplicate dispatch finds it taken, and if this
-    # worker dies the sweep picks the row up again once the lease has run out.
-    lease = (now + timedelta(seconds=current_app.config["OUTBOX_STALE_SECONDS"])
-             if row.status == DeliveryStatus.FAILED.value else None)
-    # Compare-and-set on attempts: where the database has no row locks (SQLite) two
-    # claimers may both have read the row; only one of them counts the attempt.
+    # Compare-and-set on status and attempts: where the database has no row locks (SQLite) two
+    # claimers may both have read the row; only one of them takes it.
     claimed = db.session.execute(
-        update(model).where(model.id == row.id, model.attempts == row.attempts)
-        .values(attempts=row.attempts + 1, dispatched_at=now, next_attempt_at=lease)
+        update(model).where(model.id == row.id, model.attempts == row.attempts,
+                            model.status == row.status)
+        .values(status=DeliveryStatus.PROCESSING.value, attempts=row.attempts + 1,
+                dispatched_at=now, next_attempt_at=None)
         .execution_options(synchronize_session=False)).rowcount
     db.session.commit()
     return row if claimed else None
+
+
+def _claimable(row, now):
+    if row.status == DeliveryStatus.PENDING.value:
+        return True
+    if row.status == DeliveryStatus.FAILED.value:
+        return _retry_due(row, now)
+    if row.status == DeliveryStatus.PROCESSING.value:  # its worker died mid-delivery
+        return row.dispatched_at is None or row.dispatched_at < _stale_before(now)
+    return False  # succeeded or voided
+
+
+def _stale_before(now):
+    return now - timedelta(seconds=current_app.config["OUTBOX_STALE_SECONDS"])
 
 
 def _retry_due(row, now):
@@ -178,8 +190,11 @@ def retry(model, row_id, actor, context):
     row = db.session.get(model, row_id)
     if row is None:
         raise NotFound(f"{model.__name__} not found.")
-    if row.status == DeliveryStatus.SUCCEEDED.value:
-        return row
+    if row.status == DeliveryStatus.VOIDED.value:
+        raise InvalidState(f"This {model.__name__.lower()} was voided when the order was "
+                           "reinstated; there is nothing to retry.")
+    if row.status in (DeliveryStatus.SUCCEEDED.value, DeliveryStatus.PROCESSING.value):
+        return row  # done, or going out right now: a second click changes nothing
     row.status = DeliveryStatus.PENDING.value
     row.next_attempt_at = None
     row.dispatched_at = utcnow()
@@ -201,7 +216,7 @@ def reprocess_refund(order, actor, context):
     if not refunds:
         raise InvalidState(f"Order {order.number} has nothing to refund (it was not paid).")
     for refund in refunds:
-        if refund.status != DeliveryStatus.SUCCEEDED.value:
+        if refund.status in RETRYABLE:
             retry(Refund, refund.id, actor, context)
     return refunds
 
@@ -216,7 +231,7 @@ def resend_notification(order, actor, context):
         raise InvalidState(f"Order {order.number} has no cancellation to notify about.")
     rows = db.session.scalars(select(Notification).where(Notification.order_id == order.id)
                               .order_by(Notification.id)).all()
-    unsent = [n for n in rows if n.status != DeliveryStatus.SUCCEEDED.value]
+    unsent = [n for n in rows if n.status in (*RETRYABLE, DeliveryStatus.PROCESSING.value)]
     if unsent:
         return retry(Notification, unsent[-1].id, actor, context)
     notification = Notification(
@@ -237,7 +252,7 @@ def resend_notification(order, actor, context):
 def sweep():
     """Re-dispatch outbox rows whose task was lost or whose back-off has elapsed."""
     now = utcnow()
-    stale = now - timedelta(seconds=current_app.config["OUTBOX_STALE_SECONDS"])
+    stale = _stale_before(now)
     max_attempts = current_app.config["DELIVERY_MAX_ATTEMPTS"]
     counts = {}
     for model in (Refund, Notification):
@@ -247,6 +262,7 @@ def sweep():
                   model.dispatched_at.is_(None) & (model.created_at < stale)),
             (model.status == DeliveryStatus.FAILED.value) & (model.next_attempt_at <= now)
             & (model.attempts < max_attempts),
+            (model.status == DeliveryStatus.PROCESSING.value) & (model.dispatched_at < stale),
         )
         ids = db.session.scalars(select(model.id).where(lost).limit(1000)).all()
         for row_id in ids:

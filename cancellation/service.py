@@ -18,6 +18,7 @@ from models.order import OrderStatus, PaymentStatus
 
 from cancellation import outbox
 from cancellation.audit import AuditContext, record
+from cancellation.impact import plan_full_cancel
 from cancellation.errors import ConcurrentModification, InvalidState, ValidationFailed
 from cancellation.policy import evaluate_cancel, require_visible
 from cancellation.reasons import REASON_CODES, REQUEST_CHANNELS, CancellationReason
@@ -164,7 +165,8 @@ def cancel_future_in_series(order, actor, request, context):
 def perform_full_cancel(order, actor, request, context):
     """All of SPEC §2 inside the caller's transaction; the caller commits."""
     before = order_snapshot(order)
-    refund_cents = order.refundable_cents
+    impact = plan_full_cancel(order)
+    refund_cents = impact.refund_cents
     order.previous_status = order.status
     order.status = OrderStatus.CANCELLED.value
     order.cancelled_at = utcnow()
@@ -179,14 +181,16 @@ def perform_full_cancel(order, actor, request, context):
         source=context.source, previous_status=order.previous_status,
         notify_customer=request.notify_customer)
     db.session.add(cancellation)
-    lines = [(item, item.open_quantity) for item in order.items if item.open_quantity > 0]
+    items = {item.id: item for item in order.items}
+    lines = [(items[line.order_item_id], line.quantity) for line in impact.lines]
     for item, quantity in lines:
         item.cancelled_quantity += quantity
     return_stock(order, cancellation, lines)
-    restore_loyalty_points(order, cancellation)
+    restore_loyalty_points(order, cancellation, impact.points_restored, impact.points_reversed)
     refund = queue_refund(order, cancellation, refund_cents)
     notification = queue_notification(order, cancellation) if request.notify_customer else None
     db.session.flush()
+    cancellation.order_version = order.version
     record(actor, "order.cancelled", target_type="order", target_id=order.id,
            store_id=order.store_id, order_id=order.id, before=before,
            after={**order_snapshot(order), "cancellation_id": cancellation.id,
@@ -224,11 +228,10 @@ def return_stock(order, cancellation, lines):
             cancellation.flag_inventory_reconciliation = True
 
 
-def restore_loyalty_points(order, cancellation):
+def restore_loyalty_points(order, cancellation, restored, reversed_):
     """Give back points redeemed on the order and take back points it earned."""
     if order.customer_id is None:
         return
-    restored, reversed_ = order.points_redeemed, order.points_earned
     if restored:
         db.session.add(LoyaltyEntry(customer_id=order.customer_id, order_id=order.id,
                                     cancellation=cancellation, points=restored,

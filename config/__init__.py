@@ -49,6 +49,9 @@ class Base:
     OUTBOX_STALE_SECONDS = 60.0
     OUTBOX_SWEEP_INTERVAL = 30.0
     WORKER_PING_TIMEOUT = 1.5
+    IDEMPOTENCY_PURGE_INTERVAL = 3600.0
+    # API v2 rate limit per user (Flask-Limiter syntax); the runbook says wait 60 s on a 429.
+    API_V2_RATE_LIMIT = "120 per minute"
     API_TOKEN_TTL_DAYS = 90
 
     @classmethod
@@ -67,6 +70,8 @@ class Base:
         for key in ("DELIVERY_BACKOFF_SECONDS", "OUTBOX_STALE_SECONDS", "OUTBOX_SWEEP_INTERVAL"):
             if os.environ.get(key):
                 settings[key] = float(os.environ[key])
+        if os.environ.get("API_V2_RATE_LIMIT"):
+            settings["API_V2_RATE_LIMIT"] = os.environ["API_V2_RATE_LIMIT"]
         settings["DEMO_MODE"] = env_bool("DEMO_MODE", settings["DEMO_MODE"])
         return settings
 

@@ -48,11 +48,13 @@ from models.delivery import (  # noqa: E402
 )
 from models.audit import AuditChainHead, AuditEvent  # noqa: E402
 from models.setting import Setting  # noqa: E402
+from models.idempotency import IdempotencyKey  # noqa: E402
+from models.jobs import CancelJob  # noqa: E402
 
 __all__ = [
     "db", "utcnow", "isoformat", "money", "Store", "ApiToken", "Role", "User", "user_stores",
     "Customer", "LoyaltyEntry", "LoyaltyKind", "Product", "StockLevel", "Order", "OrderItem",
     "OrderStatus", "PaymentStatus", "ShipmentStatus", "ApprovalRequest", "Cancellation",
     "CancellationItem", "DeliveryStatus", "MailMessage", "Notification", "Refund",
-    "SimulatedPayout", "AuditChainHead", "AuditEvent", "Setting",
+    "SimulatedPayout", "AuditChainHead", "AuditEvent", "Setting", "IdempotencyKey", "CancelJob",
 ]

@@ -28,6 +28,10 @@ class Cancellation(db.Model):
     flag_inventory_reconciliation: Mapped[bool] = mapped_column(Boolean, default=False)
     flag_manual_refund: Mapped[bool] = mapped_column(Boolean, default=False)
     flag_manual_notification: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The order's version right after this cancellation: a reinstatement is refused when the
+    # order changed since.
+    order_version: Mapped[int | None] = mapped_column(Integer)
+    reinstated_at: Mapped[datetime | None] = mapped_column(DateTime)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
 
     order = relationship("Order", back_populates="cancellations")

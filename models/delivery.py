@@ -15,8 +15,10 @@ from models import db, utcnow
 
 class DeliveryStatus(str, enum.Enum):
     PENDING = "pending"
+    PROCESSING = "processing"  # a worker is talking to the external party right now
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    VOIDED = "voided"  # the order was reinstated before this went out
 
 
 class _Deliverable:

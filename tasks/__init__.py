@@ -31,11 +31,16 @@ def celery_init_app(app):
         beat_schedule={
             "sweep-outbox": {"task": "cancel_desk.sweep_outbox",
                              "schedule": app.config["OUTBOX_SWEEP_INTERVAL"]},
+            "sweep-cancel-jobs": {"task": "cancel_desk.sweep_cancel_jobs",
+                                  "schedule": app.config["OUTBOX_SWEEP_INTERVAL"]},
+            "purge-idempotency-keys": {"task": "cancel_desk.purge_idempotency_keys",
+                                       "schedule": app.config["IDEMPOTENCY_PURGE_INTERVAL"]},
         },
     )
     celery.set_default()
     app.extensions["celery"] = celery
-    import tasks.delivery  # noqa: F401  (registers the tasks)
+    import tasks.cancel  # noqa: F401  (registers the tasks)
+    import tasks.delivery  # noqa: F401
     return celery
 
 
@@ -43,3 +48,4 @@ def celery_init_app(app):
 def _sweep_at_start(sender, **_kwargs):
     """Outbox rows whose task died with the last worker go out as soon as a worker is back."""
     sender.app.send_task("cancel_desk.sweep_outbox")
+    sender.app.send_task("cancel_desk.sweep_cancel_jobs")

@@ -6,6 +6,9 @@ from pydantic import BaseModel, ValidationError
 from cancellation import AuditContext
 from models import ApiToken, User, db
 
+from blueprints.api_common import responses as out
+from blueprints.api_common.openapi import documented
+from blueprints.api_common.schemas import TokenRequest
 from blueprints.auth import api_error
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -21,8 +24,15 @@ class BadBody(Exception):
 
 @bp.app_errorhandler(BadBody)
 def _bad_body(exc):
-    extra = {"fields": exc.fields} if exc.fields else {}
-    return api_error(400, "validation_error", exc.message, **extra)
+    return error_response(exc)
+
+
+def error_response(exc):
+    """The JSON answer for a bad body or a domain error (also stored by idempotent routes)."""
+    if isinstance(exc, BadBody):
+        extra = {"fields": exc.fields} if exc.fields else {}
+        return api_error(400, "validation_error", exc.message, **extra)
+    return api_error(exc.status, exc.code, exc.message, **exc.details)
 
 
 def parse_json(schema, *, optional=False):
@@ -73,14 +83,21 @@ def require_token_user():
     return None
 
 
+def rate_limit_key():
+    """Rate limits count per user when the token is good, else per client address."""
+    if current_user.is_authenticated:
+        return f"user:{current_user.id}"
+    return f"ip:{request.remote_addr}"
+
+
 def audit_context(source):
     return AuditContext(request_id=g.get("request_id"), ip=request.remote_addr, source=source)
 
 
 @bp.route("/auth/token", methods=["POST"])
+@documented("Exchange e-mail and password for a bearer token", body=TokenRequest,
+            responses={200: out.Token}, errors=(400, 401), public=True)
 def issue_token():
-    from blueprints.api_common.schemas import TokenRequest
-
     body = parse_json(TokenRequest)
     user = User.by_email(body.email)
     if user is None or not user.is_active or not user.check_password(body.password):

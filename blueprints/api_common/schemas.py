@@ -68,3 +68,21 @@ class CustomerNotificationBody(Body):
     """POST /api/v1/notifications/customer"""
 
     order_id: StrictInt = Field(ge=1, le=ID_MAX)
+
+
+class V2CancelBody(Body):
+    """POST /api/v2/orders/:id/cancel (the runbook's body)"""
+
+    reason: Reason
+    notes: str | None = Field(default=None, max_length=2000)
+    notify_stakeholders: StrictBool = True
+    version: StrictInt | None = Field(default=None, ge=1, le=ID_MAX,
+                                      description="the version you saw; stale -> 409")
+
+
+class ReinstateBody(Body):
+    """POST /api/v2/orders/:id/reinstate"""
+
+    reason: str = Field(min_length=1, max_length=500,
+                        description="why, e.g. rollback_cancellation")
+    restore_previous_state: StrictBool = True

@@ -13,6 +13,8 @@ from cancellation import outbox
 from models import Customer, Order, StockLevel, db
 from models.order import OrderStatus, PaymentStatus, ShipmentStatus
 
+from blueprints.api_common import responses as out
+from blueprints.api_common.openapi import documented
 from blueprints.api_common import audit_context, parse_json, parse_query, require_token_user
 from blueprints.api_common.schemas import (
     ID_MAX, CancelOrderBody, CustomerNotificationBody, InventoryReturnBody, RefundBody,
@@ -68,6 +70,7 @@ def filtered_orders(query, args):
 
 
 @bp.get("/orders")
+@documented("List orders, newest first", query=OrdersQuery, responses={200: out.OrderList})
 @requires("view_orders")
 def list_orders():
     args = parse_query(OrdersQuery)
@@ -81,12 +84,16 @@ def list_orders():
 
 
 @bp.get("/orders/<int:order_id>")
+@documented("One order with items, refunds, notifications and flags",
+            responses={200: out.OrderDetail})
 @requires("view_orders")
 def get_order(order_id):
     return jsonify(order_dict(get_visible_order(current_user, order_id), current_user))
 
 
 @bp.get("/inventory")
+@documented("Stock levels of the stores you work in", query=InventoryQuery,
+            responses={200: out.Inventory})
 @requires("view_orders")
 def inventory():
     args = parse_query(InventoryQuery)
@@ -101,6 +108,9 @@ def inventory():
 
 
 @bp.put("/orders/<int:order_id>/status")
+@documented("Cancel an order (or file an approval request)", body=CancelOrderBody,
+            responses={200: out.OrderDetail, 202: out.ApprovalAccepted},
+            errors=(400, 403, 404, 409))
 @requires("request_cancellation")
 def update_status(order_id):
     body = parse_json(CancelOrderBody)
@@ -126,6 +136,8 @@ def update_status(order_id):
 
 
 @bp.post("/orders/<int:order_id>/refund")
+@documented("Retry the refund of a cancelled order", body=RefundBody,
+            responses={202: out.RefundsOfOrder})
 @requires("retry_delivery")
 def reprocess_refund(order_id):
     parse_json(RefundBody, optional=True)
@@ -135,6 +147,8 @@ def reprocess_refund(order_id):
 
 
 @bp.put("/inventory/return")
+@documented("Return a cancelled order's unreturned items to stock", body=InventoryReturnBody,
+            responses={200: out.InventoryReturned})
 @requires("reconcile_inventory")
 def return_inventory():
     body = parse_json(InventoryReturnBody)
@@ -146,6 +160,8 @@ def return_inventory():
 
 
 @bp.post("/notifications/customer")
+@documented("Send the cancellation notice (again)", body=CustomerNotificationBody,
+            responses={202: out.NotificationQueued})
 @requires("retry_delivery")
 def notify_customer():
     body = parse_json(CustomerNotificationBody)

@@ -103,7 +103,8 @@ MESSAGES = {
     405: ("method_not_allowed", "Method not allowed."),
     413: ("payload_too_large", "The request body is too large."),
     415: ("unsupported_media_type", "Send the body as application/json."),
-    429: ("rate_limited", "Too many requests."),
+    429: ("rate_limited", "Too many requests: wait for the Retry-After seconds, then retry "
+                          "(with the same idempotency key on a POST)."),
 }
 
 

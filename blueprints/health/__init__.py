@@ -4,6 +4,9 @@ from sqlalchemy import text
 
 from models import db
 
+
+from blueprints.api_common import responses as out
+from blueprints.api_common.openapi import documented
 bp = Blueprint("health", __name__)
 
 
@@ -32,6 +35,8 @@ def _worker():
 
 
 @bp.get("/healthz")
+@documented("Database, Redis and worker health", responses={200: out.Health, 503: out.Health},
+            errors=(), public=True)
 def healthz():
     parts = {"database": _check(_database), "redis": _check(_redis)}
     parts["worker"] = _check(_worker) if parts["redis"] == "ok" else "error: redis unavailable"

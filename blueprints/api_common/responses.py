@@ -1,0 +1,369 @@
+"""Response shapes of the JSON API, as pydantic models: the OpenAPI document is generated from
+them, and the tests validate real responses against them so the document cannot drift."""
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+OrderStatusName = Literal["pending", "in_progress", "on_hold", "completed", "cancelled",
+                          "archived"]
+DeliveryState = Literal["pending", "processing", "succeeded", "failed", "voided"]
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    code: str
+    message: str
+
+
+class ErrorBody(Out):
+    error: ErrorDetail
+
+
+class Token(Out):
+    token: str
+    token_type: Literal["Bearer"]
+    user_id: int
+    role: str
+
+
+class OrderSummary(Out):
+    id: int
+    number: str
+    store_id: int
+    status: OrderStatusName
+    version: int
+    placed_at: str
+    total: str
+    payment_status: str
+    billing_hold: bool
+    shipment_status: str
+    customer_id: int | None
+
+
+class OrderList(Out):
+    items: list[OrderSummary]
+    total: int
+    page: int
+    per_page: int
+
+
+class Customer(Out):
+    id: int
+    name: str
+    email: str | None
+    phone: str | None
+    loyalty_points: int
+
+
+class OrderItem(Out):
+    id: int
+    product_id: int
+    sku: str
+    name: str
+    quantity: int
+    cancelled_quantity: int
+    unit_price: str
+
+
+class Refund(Out):
+    id: int
+    amount: str
+    status: DeliveryState
+    method: str | None
+    attempts: int
+    gateway_reference: str | None
+    last_error: str | None
+    created_at: str | None
+    succeeded_at: str | None
+
+
+class Notification(Out):
+    id: int
+    channel: str
+    template: str
+    recipient: str | None
+    status: DeliveryState
+    attempts: int
+    last_error: str | None
+    created_at: str | None
+    sent_at: str | None
+
+
+class CancellationLine(Out):
+    order_item_id: int
+    product_id: int
+    quantity: int
+    stock_returned: bool
+
+
+class Cancellation(Out):
+    model_config = ConfigDict(extra="allow")
+
+    id: int
+    kind: Literal["full", "partial"]
+    reason: str
+    notes: str | None
+    actor_id: int | None
+    source: str
+    created_at: str | None
+    refund_amount: str
+    points_restored: int
+    points_reversed: int
+    items: list[CancellationLine]
+
+
+class Flags(Out):
+    inventory_reconciliation: bool
+    manual_refund: bool
+    manual_notification: bool
+
+
+class Approval(Out):
+    model_config = ConfigDict(extra="allow")
+
+    id: int
+    order_id: int
+    status: str
+    requested_by: int
+    why: list[str]
+    justification: str | None
+    requested_cancellation: dict
+    created_at: str | None
+
+
+class OrderDetail(OrderSummary):
+    model_config = ConfigDict(extra="allow")
+
+    subtotal: str
+    tax: str
+    discount: str
+    paid: str
+    refunded: str
+    payment_method: str | None
+    points_earned: int
+    points_redeemed: int
+    series_id: str | None
+    cancelled_at: str | None
+    customer: Customer | None
+    items: list[OrderItem]
+    refunds: list[Refund]
+    notifications: list[Notification]
+    cancellations: list[Cancellation]
+    flags: Flags
+
+
+class ApprovalAccepted(Out):
+    approval_request: Approval
+    message: str
+
+
+class StockLevel(Out):
+    store_id: int
+    product_id: int
+    sku: str
+    on_hand: int
+    reserved: int
+    available: int
+
+
+class Inventory(Out):
+    items: list[StockLevel]
+
+
+class RefundsOfOrder(Out):
+    order_id: int
+    refunds: list[Refund]
+
+
+class ReturnedLine(Out):
+    product_id: int
+    quantity: int
+
+
+class InventoryReturned(Out):
+    order_id: int
+    returned: list[ReturnedLine]
+    message: str
+
+
+class NotificationQueued(Out):
+    order_id: int
+    notification: Notification
+
+
+class Health(Out):
+    database: str
+    redis: str
+    worker: str
+
+
+class UserRoles(Out):
+    user_id: int
+    email: str
+    roles: list[str]
+    active: bool
+    stores: list[int]
+    all_stores: bool
+    capabilities: list[str]
+
+
+class OrderState(Out):
+    order_id: int
+    number: str
+    status: OrderStatusName
+    version: int
+    cancellable: bool
+    updated_at: str | None
+
+
+class Problem(Out):
+    code: str
+    message: str
+
+
+class Dependencies(Out):
+    order_id: int
+    billing_hold: bool
+    shipment_status: str
+    payment_status: str
+    recurring_series: str | None
+    blockers: list[Problem]
+
+
+class Metadata(Out):
+    order_id: int
+    number: str
+    store_id: int
+    placed_at: str
+    age_days: int
+    total: str
+    auto_approval_eligible: bool
+    approval_reasons: list[str]
+
+
+class PreviewProblem(Out):
+    code: str
+    http_status: int
+    message: str
+
+
+class PreviewLine(Out):
+    order_item_id: int
+    product_id: int
+    sku: str
+    name: str
+    quantity: int
+    returns_to_stock: bool
+
+
+class PreviewRefund(Out):
+    amount: str
+    method: str | None
+    will_refund: bool
+
+
+class PreviewLoyalty(Out):
+    points_to_restore: int
+    points_to_reverse: int
+
+
+class PreviewNotification(Out):
+    channel: str
+    template: str
+    recipient: str | None
+
+
+class PreviewApproval(Out):
+    required: bool
+    reasons: list[str]
+
+
+class Preview(Out):
+    order_id: int
+    order_number: str
+    status: OrderStatusName
+    version: int
+    total: str
+    outcome: Literal["cancel", "approval_required", "rejected"]
+    errors: list[PreviewProblem]
+    blockers: list[PreviewProblem]
+    approval: PreviewApproval
+    stock_to_return: list[PreviewLine]
+    units_to_return: int
+    inventory_reconciliation: bool
+    refund: PreviewRefund
+    loyalty: PreviewLoyalty
+    notifications: list[PreviewNotification]
+
+
+class CancelAccepted(Out):
+    order_id: int
+    status: Literal["processing", "pending_approval", "queued"]
+    job_id: int
+    status_url: str
+    approval_request: Approval | None = None
+
+
+class CancelState(Out):
+    order_id: int
+    status: Literal["processing", "pending_approval", "completed", "failed", "queued"]
+    order_status: OrderStatusName
+    job_id: int | None
+    requested_at: str | None = None
+    finished_at: str | None = None
+    error: Problem | None = None
+    cancellation_id: int | None = None
+    approval_request_id: int | None = None
+
+
+class Reason(Out):
+    code: str
+    message: str
+
+
+class Eligibility(Out):
+    eligible: bool
+    reasons: list[Reason]
+    deadline: str | None
+    cancellation_id: int | None
+
+
+class Reinstated(Out):
+    order_id: int
+    status: OrderStatusName
+    version: int
+    reinstated: bool
+
+
+class Billing(Out):
+    order_id: int
+    payment_status: str
+    paid: str
+    refunded: str
+    refunds: list[Refund]
+
+
+class NotificationHistory(Out):
+    order_id: int
+    notifications: list[Notification]
+
+
+class AuditEntry(Out):
+    seq: int
+    at: str | None
+    action: str
+    user_id: int | None
+    actor: str | None
+    request_id: str | None
+    before: dict | None
+    after: dict | None
+
+
+class AuditLog(Out):
+    order_id: int
+    events: list[AuditEntry]

@@ -1,0 +1,134 @@
+"""Asynchronous single-order cancellation (API v2): check now, cancel in a worker, poll the state.
+
+The checks run when the request arrives, so an operator gets 400/403/409 at once; the worker then
+runs `cancel_order`, which checks again under the row lock, because the order may have changed in
+between.
+"""
+import logging
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import select
+
+from models import Cancellation, User, db, isoformat, utcnow
+from models.jobs import CancelJob
+
+from cancellation.audit import AuditContext
+from cancellation.errors import CancelDeskError, NotFound
+from cancellation.policy import evaluate_cancel
+from cancellation.service import (
+    CancelRequest, cancel_order, file_approval_request, get_visible_order,
+)
+
+log = logging.getLogger(__name__)
+
+TASK = "cancel_desk.run_cancel_job"
+
+
+def submit_cancel(order_id, actor, request, context):
+    """Validate and check; file an approval request or queue the job. Returns the CancelJob."""
+    request.validate()
+    order = get_visible_order(actor, order_id)
+    decision = evaluate_cancel(actor, order, reason=request.reason,
+                               expected_version=request.expected_version)
+    job = CancelJob(order_id=order.id, user_id=actor.id, payload=request.to_payload(),
+                    source=context.source, request_id=context.request_id, ip=context.ip)
+    if decision.needs_approval:
+        approval = file_approval_request(order, actor, request, decision.why, context)
+        job.status, job.approval_request_id = "pending_approval", approval.id
+    db.session.add(job)
+    db.session.commit()
+    if job.status == "processing":
+        dispatch(job.id)
+    return job
+
+
+def dispatch(job_id):
+    try:
+        current_app.extensions["celery"].send_task(TASK, args=[job_id])
+    except Exception:  # noqa: BLE001 - the job row is safe; the sweep re-dispatches it
+        log.warning("could not dispatch cancel job %s; the sweep will retry", job_id,
+                    exc_info=True)
+
+
+def run_cancel_job(job_id):
+    """Worker side. Safe to run twice: a finished job is left alone."""
+    job = db.session.scalar(select(CancelJob).where(CancelJob.id == job_id).with_for_update()
+                            .execution_options(populate_existing=True))
+    if job is None or job.status != "processing":
+        db.session.rollback()
+        return job.status if job else "missing"
+    job.attempts += 1
+    db.session.commit()
+    actor = db.session.get(User, job.user_id)
+    context = AuditContext(request_id=job.request_id, ip=job.ip, source=job.source)
+    try:
+        outcome = cancel_order(job.order_id, actor, CancelRequest.from_payload(job.payload),
+                               context)
+    except CancelDeskError as exc:
+        job = db.session.get(CancelJob, job_id)
+        done_before = _cancelled_by_this_job(job)
+        if done_before is not None:  # a redelivery after the cancel committed
+            _finish(job, "completed", cancellation_id=done_before.id)
+        else:
+            _finish(job, "failed", error_code=exc.code, error_message=exc.message)
+        return job.status
+    job = db.session.get(CancelJob, job_id)
+    if outcome.needs_approval:
+        _finish(job, "pending_approval", approval_request_id=outcome.approval_request.id)
+    else:
+        _finish(job, "completed", cancellation_id=outcome.cancellation.id)
+    return job.status
+
+
+def _cancelled_by_this_job(job):
+    return db.session.scalar(select(Cancellation).where(
+        Cancellation.order_id == job.order_id, Cancellation.actor_id == job.user_id,
+        Cancellation.created_at >= job.created_at.replace(microsecond=0))
+        .order_by(Cancellation.id.desc()).limit(1))
+
+
+def _finish(job, status, **fields):
+    job.status, job.finished_at = status, utcnow()
+    for name, value in fields.items():
+        setattr(job, name, value)
+    db.session.commit()
+
+
+def latest_job(order):
+    return db.session.scalar(select(CancelJob).where(CancelJob.order_id == order.id)
+                             .order_by(CancelJob.id.desc()).limit(1))
+
+
+def cancel_status(order):
+    """What GET .../cancel/status answers."""
+    job = latest_job(order)
+    if job is None:
+        if order.status == "cancelled":
+            return {"order_id": order.id, "status": "completed", "order_status": order.status,
+                    "job_id": None}
+        raise NotFound("No cancellation has been requested for this order.")
+    body = {"order_id": order.id, "status": job.status, "order_status": order.status,
+            "job_id": job.id, "requested_at": isoformat(job.created_at),
+            "finished_at": isoformat(job.finished_at)}
+    if job.status == "failed":
+        body["error"] = {"code": job.error_code, "message": job.error_message}
+    if job.cancellation_id:
+        body["cancellation_id"] = job.cancellation_id
+    if job.approval_request_id:
+        body["approval_request_id"] = job.approval_request_id
+    return body
+
+
+def sweep_lost_jobs(stale_seconds):
+    """Re-dispatch jobs still processing long after they were queued (their task was lost)."""
+    cutoff = utcnow() - timedelta(seconds=stale_seconds)
+    ids = db.session.scalars(select(CancelJob.id).where(
+        CancelJob.status == "processing", CancelJob.created_at < cutoff).limit(500)).all()
+    db.session.rollback()
+    for job_id in ids:
+        dispatch(job_id)
+    return len(ids)
+
+
+__all__ = ["submit_cancel", "run_cancel_job", "cancel_status", "sweep_lost_jobs"]
