@@ -30,5 +30,8 @@ def _rate_limit(app, blueprint):
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"])
     app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", {"socket_connect_timeout": 2})
     limiter = Limiter(rate_limit_key, app=app, headers_enabled=True)
-    limiter.limit(lambda: current_app.config["API_V2_RATE_LIMIT"])(blueprint)
+    # One budget per user across every v2 route (a plain `limit` on a blueprint counts each
+    # route separately, so a user could make the limit's worth of requests on every endpoint).
+    limiter.shared_limit(lambda: current_app.config["API_V2_RATE_LIMIT"],
+                         scope="api_v2")(blueprint)
     app.extensions["rate_limiter"] = limiter

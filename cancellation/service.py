@@ -47,6 +47,9 @@ class CancelRequest:
             problems["reason"] = f"must be one of: {', '.join(REASON_CODES)}"
         if self.notes is not None and len(self.notes) > 2000:
             problems["notes"] = "must be at most 2000 characters"
+        for name in ("notes", "request_contact"):
+            if "\x00" in (getattr(self, name) or ""):  # PostgreSQL cannot store it
+                problems[name] = "must not contain NUL (0x00) characters"
         if self.scope not in SCOPES:
             problems["scope"] = f"must be one of: {', '.join(SCOPES)}"
         if self.reason == CancellationReason.CUSTOMER_REQUESTED.value:

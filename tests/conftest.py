@@ -345,3 +345,55 @@ def order_state(app, order_id):
                                   ~AuditEvent.action.startswith("refund."),
                                   ~AuditEvent.action.startswith("notification.")),
         }
+
+
+# --- API v2 (tests/test_api_v2_*.py, tests/test_api_fuzz.py) ---------------------------------
+
+RUNBOOK_BODY = {"reason": "operational_request", "notes": "Cancelled via OpsGuide",
+                "notify_stakeholders": True}
+
+
+def v2_headers(token, user_id=None, key=None, **extra):
+    """The runbook's headers: bearer token, X-User-ID when given, X-Idempotency-Key when given."""
+    headers = bearer(token, **extra)
+    if user_id is not None:
+        headers["X-User-ID"] = str(user_id)
+    if key is not None:
+        headers["X-Idempotency-Key"] = key
+    return headers
+
+
+def v2_cancel(client, order_id, token, *, key="new", user_id=None, body=None, **fields):
+    """POST /api/v2/orders/:id/cancel with the runbook's body (fields override it).
+    key="new" sends a fresh uuid4; key=None sends none."""
+    import uuid
+
+    if key == "new":
+        key = str(uuid.uuid4())
+    payload = dict(RUNBOOK_BODY, **fields) if body is None else body
+    return client.post(f"/api/v2/orders/{order_id}/cancel", json=payload,
+                       headers=v2_headers(token, user_id, key))
+
+
+def v2_wait_cancel(client, order_id, token, timeout=30.0, until=("completed", "failed")):
+    """Poll GET .../cancel/status (the runbook's step 4) until the job has finished."""
+    def finished():
+        response = client.get(f"/api/v2/orders/{order_id}/cancel/status", headers=bearer(token))
+        assert response.status_code == 200, response.get_data(as_text=True)
+        return response.json if response.json["status"] in until else None
+
+    # Polite polling: API v2 is rate limited per user (120 requests a minute by default).
+    return wait_for(finished, timeout=timeout, interval=0.3,
+                    message=f"the cancel job of order {order_id} to finish")
+
+
+@pytest.fixture
+def v2_rate_limit(app):
+    """Set app.config['API_V2_RATE_LIMIT'] for one test; the old value is always put back."""
+    old = app.config["API_V2_RATE_LIMIT"]
+
+    def set_limit(value):
+        app.config["API_V2_RATE_LIMIT"] = value
+
+    yield set_limit
+    app.config["API_V2_RATE_LIMIT"] = old

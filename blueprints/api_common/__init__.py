@@ -52,6 +52,7 @@ def parse_json(schema, *, optional=False):
         raise BadBody("The body is not valid JSON.")
     if not isinstance(data, dict):
         raise BadBody("The body must be a JSON object.")
+    _check_text(data, "The request body")
     try:
         return schema.model_validate(data)
     except ValidationError as exc:
@@ -62,7 +63,38 @@ def parse_json(schema, *, optional=False):
             f"{f['field']}: {f['message']}" for f in fields[:5]), fields)
 
 
+def _text_problem(value):
+    """Why a string cannot be stored (PostgreSQL refuses NUL; nothing encodes a lone
+    surrogate), or None."""
+    if "\x00" in value:
+        return "must not contain NUL (0x00) characters"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode text"
+    return None
+
+
+def _check_text(data, where, path=()):
+    """Refuse, as a 400 naming the field, text no database column can hold — before it reaches
+    a query (a 500 on PostgreSQL) or a stored job (a task that fails forever)."""
+    items = data.items() if isinstance(data, dict) else enumerate(data) \
+        if isinstance(data, list) else ()
+    for name, value in items:
+        field = (*path, str(name))
+        for text in (name, value) if isinstance(name, str) else (value,):
+            problem = isinstance(text, str) and _text_problem(text)
+            if problem:
+                label = ".".join(field).encode("utf-8", "backslashreplace").decode() \
+                    .replace("\x00", "\\x00")
+                raise BadBody(f"{where} is invalid: {label}: {problem}",
+                              [{"field": label, "message": problem}])
+        if isinstance(value, (dict, list)):
+            _check_text(value, where, field)
+
+
 def parse_query(schema):
+    _check_text(request.args.to_dict(), "The query string")
     try:
         return schema.model_validate(request.args.to_dict())
     except ValidationError as exc:
