@@ -24,9 +24,16 @@ $(BIN)/python:
 	@if [ -z "$(PYTHON)" ]; then echo "Python 3.11 is required (python3.11 or python3 -> 3.11)" >&2; exit 1; fi
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml package-lock.json | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@# Chart.js for the dashboard, vendored from npm (never committed, never a CDN). Without npm
+	@# the dashboard shows its tables only.
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --no-audit --no-fund && mkdir -p static/vendor \
+		&& cp node_modules/chart.js/dist/chart.umd.js static/vendor/chart.umd.js \
+		|| echo "warning: npm ci failed; the dashboard will show tables without charts" >&2; \
+	else echo "npm not found: the dashboard will show tables without charts"; fi
 	@touch $(STAMP)
 
 install: $(STAMP)

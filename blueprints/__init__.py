@@ -15,6 +15,12 @@ def register_blueprints(app):
     _rate_limit(app, api_v2)
     for blueprint in (auth, orders, api, api_v1, api_v2, docs, health, cli):
         app.register_blueprint(blueprint)
+    from blueprints.approvals import bp as approvals
+    app.register_blueprint(approvals)
+    from blueprints.audit import bp as audit
+    from blueprints.dashboard import bp as dashboard
+    for blueprint in (dashboard, audit):
+        app.register_blueprint(blueprint)
     # The API reads no session cookie (bearer tokens only), so CSRF does not apply to it.
     for blueprint in (api, api_v1, api_v2):
         csrf.exempt(blueprint)

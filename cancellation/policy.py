@@ -144,3 +144,14 @@ def evaluate_cancel(user, order, *, reason=None, expected_version=None):
         raise blockers[0]
     why = approval_reasons(user, order)
     return Decision(needs_approval=bool(why), why=why)
+
+
+def cancel_offer(user, order):
+    """What the panel offers on an order: "cancel", "request_approval", or None (nothing).
+
+    Blockers are not consulted: the dialog reports them when submitted, with the reason.
+    """
+    if not (can_view_order(user, order) and can(user, "request_cancellation")
+            and order.status in CANCELLABLE_STATUSES):
+        return None
+    return "request_approval" if approval_reasons(user, order) else "cancel"

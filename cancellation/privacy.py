@@ -1,4 +1,5 @@
 """Customer data protection: contact details are masked for roles that do not need them."""
+import re
 
 
 def mask_email(email):
@@ -13,3 +14,30 @@ def mask_phone(phone):
         return None
     digits = [c for c in phone if c.isdigit()]
     return "***-***-" + "".join(digits[-4:]) if len(digits) >= 4 else "***"
+
+
+# Keys whose values are customer contact details wherever they appear in before / after.
+CONTACT_KEYS = {"request_contact", "contact", "customer_contact", "email", "customer_email",
+                "phone", "customer_phone", "recipient", "to"}
+EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+PHONE = re.compile(r"(?<![\w-])(?:\+?1[\s.-]?)?\(?\d{3}\)?[\s.-]?\d{3}[\s.-]?\d{4}(?![\w-])"
+                   r"|(?<![\w-])\+\d[\d\s.-]{7,}\d(?![\w-])")
+
+
+def redact(value, see_contact):
+    """Customer contact details masked for roles without 'view_customer_contact'."""
+    if see_contact or value is None:
+        return value
+    if isinstance(value, dict):
+        return {key: (_mask_contact(item) if key in CONTACT_KEYS and isinstance(item, str)
+                      else redact(item, see_contact)) for key, item in value.items()}
+    if isinstance(value, list):
+        return [redact(item, see_contact) for item in value]
+    if isinstance(value, str):
+        value = EMAIL.sub(lambda m: mask_email(m.group(0)), value)
+        return PHONE.sub(lambda m: mask_phone(m.group(0)), value)
+    return value
+
+
+def _mask_contact(text):
+    return mask_email(text) if "@" in text else mask_phone(text)

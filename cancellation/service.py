@@ -12,11 +12,11 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from models import (
     ApprovalRequest, Cancellation, CancellationItem, Customer, LoyaltyEntry, LoyaltyKind,
-    Notification, Order, Refund, StockLevel, db, money, utcnow,
+    Notification, Order, Refund, StockLevel, db, isoformat, money, utcnow,
 )
 from models.order import OrderStatus, PaymentStatus
 
-from cancellation import outbox
+from cancellation import outbox, oversight
 from cancellation.audit import AuditContext, record
 from cancellation.impact import plan_full_cancel
 from cancellation.errors import ConcurrentModification, InvalidState, ValidationFailed
@@ -136,6 +136,7 @@ def cancel_order(order_id, actor, request, context=None):
         db.session.rollback()
         raise
     outbox.dispatch_for(cancellation)
+    oversight.after_cancellation(actor, cancellation, context)  # flags only, never blocks
     outcome = CancelOutcome(order=order, cancellation=cancellation)
     if request.scope == "all_future" and order.series_id:
         later = cancel_future_in_series(order, actor, request, context)
@@ -288,21 +289,28 @@ def queue_notification(order, cancellation):
 
 
 def file_approval_request(order, actor, request, why, context, justification=None):
+    from cancellation import approvals
+
     # A repeated request (a double click, a client retry) joins the requester's open one
-    # instead of queueing the same decision twice for the approvers.
+    # instead of queueing the same decision twice for the approvers — unless the order changed
+    # since, which makes the open one stale.
     pending = db.session.scalar(select(ApprovalRequest).where(
         ApprovalRequest.order_id == order.id, ApprovalRequest.requested_by_id == actor.id,
-        ApprovalRequest.status == "pending"))
+        ApprovalRequest.status.in_(approvals.OPEN)))
     if pending is not None:
-        return pending
+        if pending.order_version == order.version:
+            return pending
+        approvals._mark_stale(pending, approvals.stale_reason(pending, order), actor, context)
     approval = ApprovalRequest(order_id=order.id, requested_by_id=actor.id,
                                justification=justification, payload=request.to_payload(),
-                               why=why, order_version=order.version)
+                               why=why, order_version=order.version, created_at=utcnow())
     db.session.add(approval)
     db.session.flush()
+    approvals.on_filed(approval)  # expiry, and routing to the approvers after commit
     record(actor, "approval.requested", target_type="approval_request", target_id=approval.id,
            store_id=order.store_id, order_id=order.id,
-           after={"why": why, "payload": approval.payload, "justification": justification},
+           after={"why": why, "payload": approval.payload, "justification": justification,
+                  "expires_at": isoformat(approval.expires_at)},
            context=context)
     return approval
 

@@ -5,6 +5,7 @@ from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Tex
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models import db, utcnow
+from models.delivery import _Deliverable
 
 
 class Cancellation(db.Model):
@@ -77,7 +78,38 @@ class ApprovalRequest(db.Model):
     comment: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     decided_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # The approval workflow (cancellation/approvals.py): when approvers were looked up and told,
+    # when nobody at the store could decide and admins took over, when it lapses undecided.
+    routed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    escalated_at: Mapped[datetime | None] = mapped_column(DateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
+    # Why a request ended without a decision (stale, expired), in words for the requester.
+    status_detail: Mapped[str | None] = mapped_column(Text)
+    cancellation_id: Mapped[int | None] = mapped_column(ForeignKey("cancellations.id"))
+    # The requester saw the outcome in the panel (the navbar badge stops counting it).
+    requester_seen_at: Mapped[datetime | None] = mapped_column(DateTime)
 
     order = relationship("Order")
     requested_by = relationship("User", foreign_keys=[requested_by_id])
     decided_by = relationship("User", foreign_keys=[decided_by_id])
+    cancellation = relationship("Cancellation")
+
+
+class ApprovalNotice(_Deliverable, db.Model):
+    """An e-mail about an approval request (to an approver or the requester), in the outbox.
+
+    Written in the transaction that changed the request, delivered by a worker through the
+    notification adapter, keyed so no redelivery sends it twice.
+    """
+
+    __tablename__ = "approval_notices"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    approval_request_id: Mapped[int] = mapped_column(ForeignKey("approval_requests.id"),
+                                                     index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    event: Mapped[str] = mapped_column(String(16))  # requested / escalated / approved / ...
+    recipient: Mapped[str] = mapped_column(String(254))
+
+    approval_request = relationship("ApprovalRequest")
+    user = relationship("User")

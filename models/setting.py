@@ -8,8 +8,14 @@ DEFAULTS = {
     "approval_threshold_cents": 50000,
     "approval_age_days": 30,
     "abuse_cancels_per_hour": 25,
+    # A staff member cancelling more than this many times their store's per-staff average
+    # over the last 7 days (and at least abuse_outlier_min_count times) is flagged too.
+    "abuse_outlier_factor": 3,
+    "abuse_outlier_min_count": 10,
     "reinstate_window_hours": 2,
     "maintenance_mode": False,
+    # An approval request nobody decided lapses after this long (cancellation/approvals.py).
+    "approval_expiry_hours": 48,
 }
 
 

@@ -35,12 +35,17 @@ def celery_init_app(app):
                                   "schedule": app.config["OUTBOX_SWEEP_INTERVAL"]},
             "purge-idempotency-keys": {"task": "cancel_desk.purge_idempotency_keys",
                                        "schedule": app.config["IDEMPOTENCY_PURGE_INTERVAL"]},
+            "expire-approval-requests": {
+                "task": "cancel_desk.expire_approval_requests",
+                "schedule": app.config.get("APPROVAL_SWEEP_INTERVAL",
+                                           app.config["OUTBOX_SWEEP_INTERVAL"])},
         },
     )
     celery.set_default()
     app.extensions["celery"] = celery
     import tasks.cancel  # noqa: F401  (registers the tasks)
     import tasks.delivery  # noqa: F401
+    import tasks.approvals  # noqa: F401
     return celery
 
 

@@ -397,3 +397,15 @@ def v2_rate_limit(app):
 
     yield set_limit
     app.config["API_V2_RATE_LIMIT"] = old
+
+
+@pytest.fixture(autouse=True)
+def _fresh_login_counters(app):
+    """Every test client signs in from 127.0.0.1: clear that address's failed-login counter
+    after each test, so wrong passwords sent on purpose in one test (or by the fuzzer) never
+    lock the next test out. Tests of the throttle itself use their own addresses."""
+    yield
+    from blueprints.auth import login_throttle
+
+    with app.test_request_context():
+        login_throttle().clear(address="127.0.0.1")

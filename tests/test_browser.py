@@ -71,7 +71,8 @@ def sign_in(app, page, base, user_id):
     page.fill("#email", email)
     page.fill("#password", "secret-pass")
     page.click("button[type=submit]")
-    page.wait_for_url(base + "/")
+    page.wait_for_url(base + "/dashboard")
+    page.goto(base + "/")
 
 
 def status_of(app, order_id):

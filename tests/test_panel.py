@@ -51,7 +51,7 @@ def test_login_and_logout(app, client, factory):
     shop = factory.shop(role="store_manager")
     assert client.get("/").status_code == 302  # anonymous: to the login page
     response = sign_in(app, client, shop["user_id"])
-    assert response.headers["Location"] == "/"
+    assert response.headers["Location"] == "/dashboard"  # the landing page
     page = client.get("/")
     assert page.status_code == 200
     assert "Store Manager Tester" in text_of(page)
@@ -76,7 +76,7 @@ def test_login_next_is_never_an_open_redirect(app, client, factory):
     response = client.post("/login?next=//evil.example/steal",
                            data={"email": email_of(app, shop["user_id"]),
                                  "password": "secret-pass", "csrf_token": csrf_from(page)})
-    assert response.headers["Location"] == "/"
+    assert response.headers["Location"] == "/dashboard"
 
 
 # --- list ------------------------------------------------------------------------------------
@@ -235,7 +235,7 @@ def test_cancel_from_the_list_returns_to_the_filtered_list(app, client, factory)
     # An outside `next` is ignored.
     other = factory.order(shop["store_id"], [(shop["product_id"], 1, 100)])
     response = post_cancel(client, other, token=csrf_from(page), next="https://evil.example/")
-    assert response.headers["Location"] == "/"
+    assert response.headers["Location"] == "/dashboard"  # safe_next's fallback: the landing page
 
 
 def test_cancel_without_csrf_token_is_rejected(app, client, factory):

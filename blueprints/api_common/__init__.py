@@ -4,12 +4,12 @@ from flask_login import current_user
 from pydantic import BaseModel, ValidationError
 
 from cancellation import AuditContext
-from models import ApiToken, User, db
+from models import ApiToken, db
 
 from blueprints.api_common import responses as out
 from blueprints.api_common.openapi import documented
 from blueprints.api_common.schemas import TokenRequest
-from blueprints.auth import api_error
+from blueprints.auth import api_error, check_credentials
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -128,11 +128,15 @@ def audit_context(source):
 
 @bp.route("/auth/token", methods=["POST"])
 @documented("Exchange e-mail and password for a bearer token", body=TokenRequest,
-            responses={200: out.Token}, errors=(400, 401), public=True)
+            responses={200: out.Token}, errors=(400, 401, 429), public=True)
 def issue_token():
     body = parse_json(TokenRequest)
-    user = User.by_email(body.email)
-    if user is None or not user.is_active or not user.check_password(body.password):
+    user, lockout = check_credentials(body.email, body.password, "api")
+    if lockout is not None:
+        response = api_error(429, "rate_limited", lockout.message)
+        response.headers["Retry-After"] = str(lockout.retry_after)
+        return response
+    if user is None:
         return api_error(401, "invalid_credentials", "E-mail or password is wrong.")
     _row, plain = ApiToken.issue(user, name=body.name or "api")
     db.session.commit()

@@ -367,3 +367,31 @@ class AuditEntry(Out):
 class AuditLog(Out):
     order_id: int
     events: list[AuditEntry]
+
+
+class ApprovalRequestDetail(Approval):
+    status: Literal["pending", "escalated", "approved", "rejected", "expired", "stale"]
+    order_version: int
+    expires_at: str | None
+    escalated_at: str | None
+    decided_by: int | None
+    decided_at: str | None
+    comment: str | None
+    status_detail: str | None
+    cancellation_id: int | None
+
+
+class ApprovalFiled(Out):
+    approval_request: ApprovalRequestDetail
+    created: bool
+    message: str
+
+
+class ApprovalDecided(Out):
+    approval_request: ApprovalRequestDetail
+    order: OrderDetail
+    message: str
+
+
+class ApprovalRequestView(Out):
+    approval_request: ApprovalRequestDetail

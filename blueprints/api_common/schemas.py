@@ -86,3 +86,38 @@ class ReinstateBody(Body):
     reason: str = Field(min_length=1, max_length=500,
                         description="why, e.g. rollback_cancellation")
     restore_previous_state: StrictBool = True
+
+
+class ApprovalItem(Body):
+    item_id: StrictInt = Field(ge=1, le=ID_MAX)
+    quantity: StrictInt = Field(ge=1, le=100000)
+
+
+class ApprovalRequestBody(Body):
+    """POST /api/v1/orders/:id/approval_request — the seed's approval request form"""
+
+    justification: str = Field(min_length=1, max_length=2000,
+                               description="why the order must be cancelled (required)")
+    reason: Reason
+    notes: str | None = Field(default=None, max_length=2000)
+    items: list[ApprovalItem] | None = Field(
+        default=None, max_length=500,
+        description="the order's open items and quantities; only whole-order cancellations "
+                    "can be approved, so they must cover every open item")
+    notify_customer: StrictBool = True
+    customer_request: CustomerRequest | None = None
+    version: StrictInt | None = Field(default=None, ge=1, le=ID_MAX,
+                                      description="the version you saw; stale -> 409")
+
+
+class ApproveBody(Body):
+    """POST /api/v1/approval_requests/:id/approve (the body is optional)"""
+
+    comment: str | None = Field(default=None, max_length=2000)
+
+
+class RejectBody(Body):
+    """POST /api/v1/approval_requests/:id/reject"""
+
+    comment: str = Field(min_length=1, max_length=2000,
+                         description="why not; the requester reads it (required)")

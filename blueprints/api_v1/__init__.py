@@ -9,15 +9,17 @@ from sqlalchemy import func, or_, select
 from cancellation import (
     CancelRequest, cancel_order, get_visible_order, return_unreturned_stock, visible_orders,
 )
-from cancellation import outbox
-from models import Customer, Order, StockLevel, db
+from cancellation import approvals, outbox
+from cancellation.errors import ValidationFailed
+from models import Customer, Order, StockLevel, db, isoformat
 from models.order import OrderStatus, PaymentStatus, ShipmentStatus
 
 from blueprints.api_common import responses as out
 from blueprints.api_common.openapi import documented
 from blueprints.api_common import audit_context, parse_json, parse_query, require_token_user
 from blueprints.api_common.schemas import (
-    ID_MAX, CancelOrderBody, CustomerNotificationBody, InventoryReturnBody, RefundBody,
+    ID_MAX, ApprovalRequestBody, ApproveBody, CancelOrderBody, CustomerNotificationBody,
+    InventoryReturnBody, RefundBody, RejectBody,
 )
 from blueprints.api_common.serializers import (
     approval_dict, notification_dict, order_dict, order_summary, refund_dict,
@@ -168,3 +170,92 @@ def notify_customer():
     order = get_visible_order(current_user, body.order_id)
     notification = outbox.resend_notification(order, current_user, audit_context("api_v1"))
     return jsonify({"order_id": order.id, "notification": notification_dict(notification)}), 202
+
+
+# --- approvals (SPEC §3, seed A2) ------------------------------------------------------------
+
+def approval_request_dict(approval):
+    return {**approval_dict(approval), "order_version": approval.order_version,
+            "expires_at": isoformat(approval.expires_at),
+            "escalated_at": isoformat(approval.escalated_at),
+            "decided_by": approval.decided_by_id, "decided_at": isoformat(approval.decided_at),
+            "comment": approval.comment, "status_detail": approval.status_detail,
+            "cancellation_id": approval.cancellation_id}
+
+
+def check_whole_order(order, items):
+    """`items` may be sent, but an approval performs a whole-order cancellation: they must name
+    every open item with its open quantity."""
+    asked = {}
+    for line in items:
+        asked[line.item_id] = asked.get(line.item_id, 0) + line.quantity
+    open_items = {i.id: i.open_quantity for i in order.items if i.open_quantity > 0}
+    if asked != open_items:
+        raise ValidationFailed(
+            "items: an approval request cancels the whole order; list every open item with its "
+            "open quantity, or leave items out.",
+            details={"fields": [{"field": "items", "message": "must cover every open item"}],
+                     "open_items": [{"item_id": k, "quantity": v} for k, v in open_items.items()]})
+
+
+@bp.post("/orders/<int:order_id>/approval_request")
+@documented("Request approval to cancel an order", body=ApprovalRequestBody,
+            responses={201: out.ApprovalFiled, 200: out.ApprovalFiled},
+            errors=(400, 401, 403, 404, 409))
+@requires("request_cancellation")
+def request_approval(order_id):
+    """Files the request (201) and notifies the approvers; asking again while your request is
+    open answers 200 with it. 409 `approval_not_required` when you may cancel directly."""
+    body = parse_json(ApprovalRequestBody)
+    order = get_visible_order(current_user, order_id)
+    if body.items is not None:
+        check_whole_order(order, body.items)
+    contact = body.customer_request
+    request = CancelRequest(
+        reason=body.reason, notes=body.notes, notify_customer=body.notify_customer,
+        expected_version=body.version,
+        request_contact=contact.contact if contact else None,
+        request_channel=contact.channel if contact else None,
+        requested_at=contact.requested_at if contact else None)
+    approval, created = approvals.request_approval(order.id, current_user, request,
+                                                   body.justification, audit_context("api_v1"))
+    message = ("Approval requested; the approvers have been notified." if created
+               else "You already have an open request for this order.")
+    return jsonify({"approval_request": approval_request_dict(approval), "created": created,
+                    "message": message}), 201 if created else 200
+
+
+@bp.get("/approval_requests/<int:approval_id>")
+@documented("One approval request and its state", responses={200: out.ApprovalRequestView})
+@requires("request_cancellation")
+def get_approval_request(approval_id):
+    approval = approvals.get_visible_request(current_user, approval_id)
+    return jsonify({"approval_request": approval_request_dict(approval)})
+
+
+@bp.post("/approval_requests/<int:approval_id>/approve")
+@documented("Approve: perform the requested cancellation as the approver", body=ApproveBody,
+            responses={200: out.ApprovalDecided}, errors=(400, 401, 403, 404, 409))
+@requires("approve_cancellation")
+def approve_request(approval_id):
+    """403 `self_approval` for your own request, 403 `approver_lacks_authority` when your own
+    policy needs approval (the request is escalated); 409 `approval_stale` when the order changed
+    since the request (marked stale), `approval_expired`, `approval_closed`."""
+    body = parse_json(ApproveBody, optional=True)
+    approval = approvals.approve(approval_id, current_user, body.comment,
+                                 audit_context("api_v1"))
+    return jsonify({"approval_request": approval_request_dict(approval),
+                    "order": order_dict(db.session.get(Order, approval.order_id), current_user),
+                    "message": f"Approved; order {approval.order.number} is cancelled."})
+
+
+@bp.post("/approval_requests/<int:approval_id>/reject")
+@documented("Reject, with the comment the requester reads", body=RejectBody,
+            responses={200: out.ApprovalDecided}, errors=(400, 401, 403, 404, 409))
+@requires("approve_cancellation")
+def reject_request(approval_id):
+    body = parse_json(RejectBody)
+    approval = approvals.reject(approval_id, current_user, body.comment, audit_context("api_v1"))
+    return jsonify({"approval_request": approval_request_dict(approval),
+                    "order": order_dict(db.session.get(Order, approval.order_id), current_user),
+                    "message": f"Rejected; order {approval.order.number} was not changed."})

@@ -10,7 +10,8 @@ from sqlalchemy import select
 from cancellation import CancelDeskError, CancelRequest, NotFound, get_visible_order
 from cancellation import idempotency
 from cancellation.jobs import cancel_status, submit_cancel
-from cancellation.policy import approval_reasons, blockers_of, capabilities_of
+from cancellation.policy import approval_reasons, blockers_of, can, capabilities_of
+from cancellation.privacy import redact
 from cancellation.preview import preview_cancel
 from cancellation.reinstate import reinstate_eligibility, reinstate_order
 from models import AuditEvent, Notification, Refund, User, db, isoformat, money
@@ -203,7 +204,9 @@ def audit_log(order_id):
     order = get_visible_order(current_user, order_id)
     events = db.session.scalars(select(AuditEvent).where(AuditEvent.order_id == order.id)
                                 .order_by(AuditEvent.seq)).all()
+    see_contact = can(current_user, "view_customer_contact")
     return jsonify({"order_id": order.id, "events": [{
         "seq": e.seq, "at": isoformat(e.created_at), "action": e.action,
         "user_id": e.actor_id, "actor": e.actor_label, "request_id": e.request_id,
-        "before": e.before, "after": e.after} for e in events]})
+        "before": redact(e.before, see_contact), "after": redact(e.after, see_contact)}
+        for e in events]})

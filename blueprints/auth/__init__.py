@@ -1,8 +1,10 @@
 """Sessions for the panel (Flask-Login), bearer tokens for the API, identities and error pages."""
 from urllib.parse import urlsplit
 
+import redis
 from flask import (
-    Blueprint, flash, g, jsonify, redirect, render_template, request, session, url_for,
+    Blueprint, current_app, flash, g, jsonify, make_response, redirect, render_template, request,
+    session, url_for,
 )
 from flask.sessions import SecureCookieSessionInterface
 from flask_login import LoginManager, current_user, login_required, login_user, logout_user
@@ -10,8 +12,12 @@ from flask_principal import ActionNeed, AnonymousIdentity, Identity, Principal, 
 from werkzeug.exceptions import HTTPException
 
 from cancellation import CancelDeskError
+from cancellation.audit import AuditContext, record
+from cancellation.oversight import LoginThrottle
 from cancellation.policy import capabilities_of
+from cancellation.privacy import mask_email
 from models import ApiToken, User, db
+from models.user import normalise_email
 
 from blueprints.auth.forms import LoginForm, LogoutForm
 from blueprints.auth.permissions import is_api_request
@@ -143,11 +149,66 @@ def _register_error_handlers(app):
 def safe_next(target):
     """Only same-site relative paths; anything else (//evil, https://evil) goes to the dashboard."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
-        return url_for("orders.index")
+        return url_for("dashboard.index")
+    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in target):
+        # Browsers drop tabs and newlines from URLs: "/\t/evil.example" would become "//evil...".
+        return url_for("dashboard.index")
     parts = urlsplit(target)
     if parts.scheme or parts.netloc:
-        return url_for("orders.index")
+        return url_for("dashboard.index")
     return target
+
+
+def login_throttle():
+    config = current_app.config
+    return LoginThrottle(current_app.extensions["redis"],
+                         per_account=config.get("LOGIN_MAX_FAILURES_PER_ACCOUNT", 5),
+                         per_address=config.get("LOGIN_MAX_FAILURES_PER_IP", 20),
+                         window_seconds=config.get("LOGIN_LOCKOUT_SECONDS", 900))
+
+
+def _guarded(call):
+    """Throttling fails open: a Redis outage must not lock every user out of the panel."""
+    try:
+        return call()
+    except redis.RedisError:
+        current_app.logger.warning("login throttling unavailable (Redis)", exc_info=True)
+        return None
+
+
+def check_credentials(email, password, source):
+    """(user, None) when the e-mail and password match an active account, (None, lockout)
+    while the account or address is locked out (the password is then not even looked at),
+    else (None, None). Failures are counted and audited. The panel's sign-in and the API's
+    token endpoint both use it, so guessing through either counts against the same limits."""
+    throttle, address = login_throttle(), request.remote_addr
+    lockout = _guarded(lambda: throttle.locked(email, address))
+    if lockout is not None:
+        return None, lockout
+    user = User.by_email(email)
+    if user is None or not user.is_active or not user.check_password(password):
+        _login_failed(throttle, email, address, user, source)
+        return None, None
+    _guarded(lambda: throttle.succeeded(email))
+    return user, None
+
+
+def _login_failed(throttle, email, address, user, source):
+    """Count the failure and audit it (never the password)."""
+    reached = _guarded(lambda: throttle.failed(email, address)) or []
+    context = AuditContext(request_id=g.get("request_id"), ip=address, source=source)
+    reason = ("unknown_account" if user is None else
+              "inactive_account" if not user.is_active else "wrong_password")
+    # What was typed for an unknown account may be anything (a password in the wrong box).
+    email = user.email if user is not None else mask_email(normalise_email(email)[:254])
+    record(None, "auth.login_failed", target_type="user", target_id=getattr(user, "id", None),
+           after={"email": email, "reason": reason}, context=context)
+    for scope in reached:
+        record(None, "auth.login_locked", target_type="user",
+               target_id=getattr(user, "id", None),
+               after={"email": email, "scope": scope, "minutes": throttle.window // 60},
+               context=context)
+    db.session.commit()
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -156,8 +217,13 @@ def login():
         return redirect(safe_next(request.args.get("next")))
     form = LoginForm()
     if form.validate_on_submit():
-        user = User.by_email(form.email.data)
-        if user is None or not user.is_active or not user.check_password(form.password.data):
+        user, lockout = check_credentials(form.email.data, form.password.data, "panel")
+        if lockout is not None:
+            flash(lockout.message, "danger")
+            response = make_response(render_template("auth/login.html", form=form), 429)
+            response.headers["Retry-After"] = str(lockout.retry_after)
+            return response
+        if user is None:
             flash("That e-mail and password do not match an active account.", "danger")
             return render_template("auth/login.html", form=form), 401
         session.clear()

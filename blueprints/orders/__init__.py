@@ -17,7 +17,8 @@ from cancellation import (
     cancel_order, get_visible_order, return_unreturned_stock, visible_orders,
 )
 from cancellation import outbox
-from cancellation.privacy import mask_email, mask_phone
+from cancellation.policy import approval_reasons, cancel_offer
+from cancellation.privacy import mask_email, mask_phone, redact
 from cancellation.reasons import CancellationReason, label_for
 from models import (
     ApprovalRequest, AuditEvent, Cancellation, LoyaltyEntry, MailMessage, Notification, Order,
@@ -165,7 +166,15 @@ def index():
         last=min(page * per_page, total), filters=filters, stores=stores,
         statuses=list(OrderStatus), manual=manual, cancel_form=form,
         page_url=lambda number: url_for("orders.index", **filters.as_args(page=number)),
-        can_cancel=_can("request_cancellation"))
+        can_cancel=_can("request_cancellation"),
+        row_approval_why=approval_why_of(orders))
+
+
+def approval_why_of(orders):
+    """Per order of the page: why this user must ask for approval (the row menu then offers
+    "Request approval"); orders they may cancel directly or not at all are left out."""
+    return {order.id: approval_reasons(current_user, order) for order in orders
+            if cancel_offer(current_user, order) == "request_approval"}
 
 
 def _can(capability):
@@ -186,8 +195,11 @@ def load_order(order_id):
 
 
 def audit_changes(event):
-    """A compact before/after: the keys that changed, and the keys only one side has."""
-    before, after = event.before or {}, event.after or {}
+    """A compact before/after: the keys that changed, and the keys only one side has —
+    customer contact details masked for roles that may not see them."""
+    see_contact = _can("view_customer_contact")
+    before = redact(event.before or {}, see_contact)
+    after = redact(event.after or {}, see_contact)
     rows = []
     for key in list(before) + [k for k in after if k not in before]:
         old, new = before.get(key), after.get(key)
@@ -234,7 +246,8 @@ def render_detail(order, cancel_form=None, status=200):
         "orders/detail.html", order=order, contact=contact, loyalty=loyalty, events=events,
         audit_changes=audit_changes, approvals=approvals, flags=flags_dict(order),
         cancel_form=cancel_form, action_form=ActionForm(), back_link=list_back_link(),
-        series_count=series_count, mask_email=mask_email, mask_phone=mask_phone), status
+        series_count=series_count, mask_email=mask_email, mask_phone=mask_phone,
+        approval_why=approval_why_of([order]).get(order.id)), status
 
 
 def new_cancel_form(order, next_path):
@@ -266,7 +279,8 @@ def cancel_page(order_id):
 def render_cancel_page(order, form, message=None, status=200):
     return render_template("orders/cancel.html", order=order, form=form, message=message,
                            back_link=safe_next(form.next.data) if form.next.data
-                           else url_for("orders.detail", order_id=order.id)), status
+                           else url_for("orders.detail", order_id=order.id),
+                           approval_why=approval_why_of([order]).get(order.id)), status
 
 
 @bp.post("/orders/<int:order_id>/cancel")
@@ -285,16 +299,7 @@ def cancel(order_id):
             order, form, "Fulfillment has started on this order. Confirm that you still want "
             "to cancel it.", 400)
 
-    cancel_request = CancelRequest(
-        reason=form.reason.data, notes=(form.notes.data or "").strip() or None,
-        notify_customer=bool(form.notify_customer.data), expected_version=form.version.data,
-        scope=form.scope.data if order.series_id and form.scope.data else "this_instance")
-    if form.reason.data == CancellationReason.CUSTOMER_REQUESTED.value:
-        # The dialog hides these fields for other reasons; what they hold then is not sent.
-        cancel_request.request_contact = (form.request_contact.data or "").strip() or None
-        cancel_request.request_channel = form.request_channel.data or None
-        cancel_request.requested_at = store_local_to_utc(form.requested_at.data,
-                                                         order.store.timezone)
+    cancel_request = cancel_request_from(form, order)
     try:
         outcome = cancel_order(order.id, current_user, cancel_request, audit_context("panel"))
     except ValidationFailed as exc:
@@ -325,6 +330,21 @@ def cancel(order_id):
         return redirect(back)
     flash(success_message(outcome), "success")
     return redirect(back)
+
+
+def cancel_request_from(form, order):
+    """The CancelRequest a submitted cancel dialog (or approval request form) asks for."""
+    cancel_request = CancelRequest(
+        reason=form.reason.data, notes=(form.notes.data or "").strip() or None,
+        notify_customer=bool(form.notify_customer.data), expected_version=form.version.data,
+        scope=form.scope.data if order.series_id and form.scope.data else "this_instance")
+    if form.reason.data == CancellationReason.CUSTOMER_REQUESTED.value:
+        # The dialog hides these fields for other reasons; what they hold then is not sent.
+        cancel_request.request_contact = (form.request_contact.data or "").strip() or None
+        cancel_request.request_channel = form.request_channel.data or None
+        cancel_request.requested_at = store_local_to_utc(form.requested_at.data,
+                                                         order.store.timezone)
+    return cancel_request
 
 
 def success_message(outcome):

@@ -1,0 +1,593 @@
+"""The approval workflow (SPEC §3, seed A2): ask, route to approvers, approve, reject, expire.
+
+A request holds the exact cancellation to perform (`payload`, a CancelRequest). Filing it is
+`service.file_approval_request` (called by every entry point that meets "approval required");
+after commit a worker routes it: the store managers who could cancel the order themselves and the
+admins are told by e-mail, or — when no such manager is active — it is escalated to the admins.
+Approving performs the stored cancellation through `service.perform_full_cancel` AS THE APPROVER,
+under the approver's own policy; rejecting records the comment. The requester hears either way.
+Requests nobody decides expire after the `approval_expiry_hours` setting.
+
+E-mails go through an outbox (ApprovalNotice rows written in the same transaction, delivered by a
+worker through the notification adapter with an idempotency key), like customer notifications.
+"""
+import logging
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import event, func, or_, select, update
+from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm.exc import StaleDataError
+
+from models import (
+    ApprovalRequest, Order, Role, Setting, User, db, isoformat, money, user_stores, utcnow,
+)
+from models.cancellation import ApprovalNotice
+from models.delivery import DeliveryStatus
+from models.order import CANCELLABLE_STATUSES
+
+from cancellation import outbox
+from cancellation.adapters import DeliveryError, notifier
+from cancellation.audit import SYSTEM, record
+from cancellation.errors import (
+    Blocked, CancelDeskError, ConcurrentModification, Forbidden, NotFound, ValidationFailed,
+)
+from cancellation.policy import approval_reasons, can, can_view_order, evaluate_cancel
+from cancellation.reasons import label_for
+
+log = logging.getLogger(__name__)
+
+OPEN = ("pending", "escalated")
+CLOSED = ("approved", "rejected", "expired", "stale")
+STATUSES = OPEN + CLOSED
+COMMENT_MAX = 2000
+
+ROUTE_TASK = "cancel_desk.route_approval_request"
+NOTICE_TASK = "cancel_desk.deliver_approval_notice"
+
+
+# --- filing ----------------------------------------------------------------------------------
+
+def check_justification(justification):
+    """The seed's approval form: a justification is required."""
+    text = (justification or "").strip()
+    if not text:
+        raise ValidationFailed(
+            "A justification is required: tell the approver why this order must be cancelled.",
+            details={"fields": [{"field": "justification", "message": "is required"}]})
+    if len(text) > COMMENT_MAX or "\x00" in text:
+        raise ValidationFailed(
+            f"The justification must be at most {COMMENT_MAX} characters of text.",
+            details={"fields": [{"field": "justification",
+                                 "message": f"must be at most {COMMENT_MAX} characters"}]})
+    return text
+
+
+def request_approval(order_id, actor, request, justification, context):
+    """Ask for approval to cancel an order (the approval request form, POST .../approval_request).
+
+    Runs SPEC §1's checks like a cancel does; refuses when the actor may cancel directly.
+    Returns (approval, created): asking again joins the actor's open request.
+    """
+    from cancellation.service import file_approval_request, load_order_for_update
+
+    request.validate()
+    justification = check_justification(justification)
+    try:
+        order = load_order_for_update(order_id)
+        decision = evaluate_cancel(actor, order, reason=request.reason,
+                                   expected_version=request.expected_version)
+        if not decision.needs_approval:
+            raise Blocked(f"You may cancel order {order.number} yourself; no approval is "
+                          "needed.", code="approval_not_required")
+        existing = _open_request_of(order.id, actor.id)
+        approval = file_approval_request(order, actor, request, decision.why, context,
+                                         justification=justification)
+        if existing is not None and not existing.justification:
+            # A request filed by a plain cancel call gets the justification it lacked.
+            existing.justification = justification
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+    return approval, existing is None
+
+
+def _open_request_of(order_id, user_id):
+    return db.session.scalar(select(ApprovalRequest).where(
+        ApprovalRequest.order_id == order_id, ApprovalRequest.requested_by_id == user_id,
+        ApprovalRequest.status.in_(OPEN)))
+
+
+def on_filed(approval):
+    """Inside the filing transaction: set the expiry; route the request once it is committed."""
+    approval.expires_at = approval.created_at + timedelta(
+        hours=float(Setting.get("approval_expiry_hours")))
+    after_commit(ROUTE_TASK, approval.id)
+
+
+# --- routing: who is told, or escalation -----------------------------------------------------
+
+def store_approvers(order, exclude_id=None):
+    """Active store managers of the order's store who could cancel it themselves right now."""
+    managers = db.session.scalars(
+        select(User).join(user_stores, user_stores.c.user_id == User.id)
+        .where(user_stores.c.store_id == order.store_id,
+               User.role == Role.STORE_MANAGER.value, User.active.is_(True))
+        .order_by(User.id)).all()
+    return [m for m in managers if m.id != exclude_id and not approval_reasons(m, order)]
+
+
+def active_admins(exclude_id=None):
+    return [u for u in db.session.scalars(select(User).where(
+        User.role == Role.ADMIN.value, User.active.is_(True)).order_by(User.id))
+        if u.id != exclude_id]
+
+
+def route(approval_id):
+    """Worker side, once per request: tell the approvers, or escalate to admins if the store
+    has no active manager who could approve it. Safe to run twice."""
+    approval = _lock(approval_id)
+    if approval is None or approval.status != "pending" or approval.routed_at is not None:
+        db.session.rollback()
+        return "nothing_to_do"
+    order = approval.order
+    approval.routed_at = utcnow()
+    managers = store_approvers(order, exclude_id=approval.requested_by_id)
+    if not managers:
+        _escalate(approval, "No active store manager of this store can approve it.")
+        db.session.commit()
+        return "escalated"
+    for user in managers + active_admins(exclude_id=approval.requested_by_id):
+        _notice(approval, user, "requested")
+    db.session.commit()
+    return "routed"
+
+
+def _escalate(approval, because, actor=None, context=SYSTEM):
+    approval.status = "escalated"
+    approval.escalated_at = utcnow()
+    approval.status_detail = because
+    admins = active_admins(exclude_id=approval.requested_by_id)
+    if not admins:
+        log.warning("approval request %s escalated but no active admin exists", approval.id)
+    for admin in admins:
+        _notice(approval, admin, "escalated")
+    record(actor, "approval.escalated", target_type="approval_request", target_id=approval.id,
+           store_id=approval.order.store_id, order_id=approval.order_id,
+           before={"status": "pending"},
+           after={"status": "escalated", "because": because,
+                  "admins_notified": [a.id for a in admins]}, context=context)
+
+
+# --- deciding --------------------------------------------------------------------------------
+
+def get_visible_request(user, approval_id):
+    """The request if the user may see its order (else NotFound, like another store's order)."""
+    approval = db.session.get(ApprovalRequest, approval_id)
+    if approval is None or not (approval.requested_by_id == user.id
+                                or can_view_order(user, approval.order)):
+        raise NotFound("Approval request not found.")
+    return approval
+
+
+def check_may_decide(user, approval):
+    if not can(user, "approve_cancellation") or not can_view_order(user, approval.order):
+        raise Forbidden("You may not decide approval requests for this store.")
+    if approval.requested_by_id == user.id:
+        raise Forbidden("You cannot decide your own approval request; another approver must.",
+                        code="self_approval")
+
+
+def may_decide(user, approval):
+    """For showing buttons; the decisions check again."""
+    try:
+        check_may_decide(user, approval)
+    except CancelDeskError:
+        return False
+    return approval.status in OPEN
+
+
+def stale_reason(approval, order):
+    """Why the stored cancellation no longer matches the order, or None."""
+    if order.status not in CANCELLABLE_STATUSES:
+        return (f"Order {order.number} is now {order.status.replace('_', ' ')} and can no "
+                "longer be cancelled.")
+    if order.version != approval.order_version:
+        return (f"Order {order.number} changed after the request was filed (version "
+                f"{approval.order_version} → {order.version}); file a new request if it must "
+                "still be cancelled.")
+    return None
+
+
+def approve(approval_id, approver, comment, context):
+    """Perform the stored cancellation as the approver. Returns the approval (now approved).
+
+    Fails clearly — and leaves the order untouched — when the request is closed, lapsed, stale
+    (marked `stale`), or when the approver's own policy would need approval (escalated).
+    """
+    from cancellation.service import CancelRequest, load_order_for_update, perform_full_cancel
+
+    comment = _clean_comment(comment, required=False)
+    approval = get_visible_request(approver, approval_id)
+    check_may_decide(approver, approval)
+    try:
+        order = load_order_for_update(approval.order_id)
+        approval = _lock(approval_id)
+        failure = _closed(approval) or _lapsed(approval) or _stale(approval, order, approver,
+                                                                   context)
+        if failure is None:
+            request = CancelRequest.from_payload(approval.payload)
+            request.expected_version = None  # the request's version was checked just above
+            decision = evaluate_cancel(approver, order, reason=request.reason)
+            if decision.needs_approval:
+                failure = _beyond_authority(approval, approver, decision.why, context)
+        if failure is not None:
+            db.session.commit()  # what the failure recorded (stale, expired, escalated)
+            raise failure
+        before = {"status": approval.status}
+        cancellation = perform_full_cancel(order, approver, request, context)
+        approval.status = "approved"
+        approval.decided_by_id, approval.decided_at = approver.id, utcnow()
+        approval.comment, approval.cancellation = comment, cancellation
+        approval.status_detail = None
+        db.session.flush()
+        record(approver, "approval.approved", target_type="approval_request",
+               target_id=approval.id, store_id=order.store_id, order_id=order.id,
+               before=before, after={"status": "approved", "comment": comment,
+                                     "cancellation_id": cancellation.id,
+                                     "requested_by": approval.requested_by_id},
+               context=context)
+        _notice(approval, approval.requested_by, "approved")
+        _close_other_requests(order, approval, context)
+        db.session.commit()
+    except StaleDataError:
+        db.session.rollback()
+        current = db.session.get(Order, approval.order_id)
+        raise ConcurrentModification(current.version if current else None)
+    except Exception:
+        db.session.rollback()
+        raise
+    outbox.dispatch_for(cancellation)
+    return approval
+
+
+def reject(approval_id, approver, comment, context):
+    """Record the approver's no, with the comment the requester will read."""
+    comment = _clean_comment(comment, required=True)
+    approval = get_visible_request(approver, approval_id)
+    check_may_decide(approver, approval)
+    try:
+        approval = _lock(approval_id)
+        failure = _closed(approval) or _lapsed(approval)
+        if failure is not None:
+            db.session.commit()
+            raise failure
+        before = {"status": approval.status}
+        approval.status = "rejected"
+        approval.decided_by_id, approval.decided_at = approver.id, utcnow()
+        approval.comment = comment
+        record(approver, "approval.rejected", target_type="approval_request",
+               target_id=approval.id, store_id=approval.order.store_id,
+               order_id=approval.order_id, before=before,
+               after={"status": "rejected", "comment": comment,
+                      "requested_by": approval.requested_by_id}, context=context)
+        _notice(approval, approval.requested_by, "rejected")
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+    return approval
+
+
+def _clean_comment(comment, *, required):
+    text = (comment or "").strip()
+    if required and not text:
+        raise ValidationFailed(
+            "A comment is required when rejecting: tell the requester why.",
+            details={"fields": [{"field": "comment", "message": "is required"}]})
+    if len(text) > COMMENT_MAX or "\x00" in text:
+        raise ValidationFailed(
+            f"The comment must be at most {COMMENT_MAX} characters of text.",
+            details={"fields": [{"field": "comment",
+                                 "message": f"must be at most {COMMENT_MAX} characters"}]})
+    return text or None
+
+
+def _lock(approval_id):
+    return db.session.scalar(
+        select(ApprovalRequest).where(ApprovalRequest.id == approval_id).with_for_update()
+        .execution_options(populate_existing=True))
+
+
+def _closed(approval):
+    if approval.status in OPEN:
+        return None
+    who = f" by {approval.decided_by.name}" if approval.decided_by else ""
+    return Blocked(f"Approval request #{approval.id} is already {approval.status}{who}; "
+                   "nothing was changed.", code="approval_closed",
+                   details={"status": approval.status})
+
+
+def _lapsed(approval):
+    if approval.expires_at is None or approval.expires_at > utcnow():
+        return None
+    _expire(approval)
+    return Blocked(f"Approval request #{approval.id} expired on "
+                   f"{approval.expires_at:%Y-%m-%d %H:%M} UTC without a decision; the requester "
+                   "must file a new one.", code="approval_expired",
+                   details={"status": "expired"})
+
+
+def _stale(approval, order, actor, context):
+    why = stale_reason(approval, order)
+    if why is None:
+        return None
+    _mark_stale(approval, why, actor, context)
+    return Blocked(f"Approval request #{approval.id} is stale: {why} Nothing was cancelled.",
+                   code="approval_stale",
+                   details={"status": "stale", "current_version": order.version,
+                            "requested_version": approval.order_version})
+
+
+def _mark_stale(approval, why, actor, context):
+    before = approval.status
+    approval.status, approval.status_detail = "stale", why
+    approval.decided_at = utcnow()
+    record(actor, "approval.stale", target_type="approval_request", target_id=approval.id,
+           store_id=approval.order.store_id, order_id=approval.order_id,
+           before={"status": before}, after={"status": "stale", "why": why}, context=context)
+    _notice(approval, approval.requested_by, "stale")
+
+
+def _beyond_authority(approval, approver, why, context):
+    """The approver's own policy needs approval (a manager and an order over 30 days old)."""
+    escalated = approval.status == "pending"
+    if escalated:
+        _escalate(approval, f"{approver.name} could not approve it: {' '.join(why)}",
+                  actor=approver, context=context)
+    return Forbidden(
+        "You cannot approve this cancellation: " + " ".join(why) + " "
+        + ("The request was escalated to the admins." if escalated
+           else "It waits for an admin."), code="approver_lacks_authority",
+        details={"why": why})
+
+
+def _close_other_requests(order, approved, context):
+    """Other open requests for the same order have nothing left to do once it is cancelled."""
+    others = db.session.scalars(select(ApprovalRequest).where(
+        ApprovalRequest.order_id == order.id, ApprovalRequest.id != approved.id,
+        ApprovalRequest.status.in_(OPEN))).all()
+    for other in others:
+        _mark_stale(other, f"Order {order.number} was cancelled when request #{approved.id} "
+                    "was approved.", None, context)
+
+
+# --- expiry and the sweep (Celery beat) ------------------------------------------------------
+
+def _expire(approval):
+    before = approval.status
+    approval.status = "expired"
+    approval.decided_at = utcnow()
+    approval.status_detail = "Nobody decided it before it expired."
+    record(None, "approval.expired", target_type="approval_request", target_id=approval.id,
+           store_id=approval.order.store_id, order_id=approval.order_id,
+           before={"status": before},
+           after={"status": "expired", "expires_at": isoformat(approval.expires_at)},
+           context=SYSTEM)
+    _notice(approval, approval.requested_by, "expired")
+
+
+def expire_overdue(limit=500):
+    """Mark open requests past their expiry `expired` (audited, requester told)."""
+    ids = db.session.scalars(select(ApprovalRequest.id).where(
+        ApprovalRequest.status.in_(OPEN), ApprovalRequest.expires_at <= utcnow())
+        .order_by(ApprovalRequest.id).limit(limit)).all()
+    db.session.rollback()
+    expired = 0
+    for approval_id in ids:
+        approval = _lock(approval_id)
+        if approval is not None and approval.status in OPEN and _lapsed(approval):
+            expired += 1
+        db.session.commit()
+    return expired
+
+
+def sweep():
+    """Re-dispatch what a lost task left behind: unrouted requests, undelivered notices."""
+    now = utcnow()
+    stale = now - timedelta(seconds=current_app.config["OUTBOX_STALE_SECONDS"])
+    unrouted = db.session.scalars(select(ApprovalRequest.id).where(
+        ApprovalRequest.status == "pending", ApprovalRequest.routed_at.is_(None),
+        ApprovalRequest.created_at < stale).limit(500)).all()
+    max_attempts = current_app.config["DELIVERY_MAX_ATTEMPTS"]
+    lost = db.session.scalars(select(ApprovalNotice.id).where(or_(
+        (ApprovalNotice.status == DeliveryStatus.PENDING.value)
+        & or_(ApprovalNotice.dispatched_at < stale,
+              ApprovalNotice.dispatched_at.is_(None) & (ApprovalNotice.created_at < stale)),
+        (ApprovalNotice.status == DeliveryStatus.FAILED.value)
+        & (ApprovalNotice.next_attempt_at <= now) & (ApprovalNotice.attempts < max_attempts),
+        (ApprovalNotice.status == DeliveryStatus.PROCESSING.value)
+        & (ApprovalNotice.dispatched_at < stale))).limit(1000)).all()
+    db.session.rollback()
+    for approval_id in unrouted:
+        send(ROUTE_TASK, approval_id)
+    for notice_id in lost:
+        send(NOTICE_TASK, notice_id)
+    return {"unrouted": len(unrouted), "notices": len(lost)}
+
+
+# --- notices: the e-mail outbox --------------------------------------------------------------
+
+def _notice(approval, user, kind):
+    """Queue one e-mail about `approval` to `user` (once per request, event and person)."""
+    if user is None or not user.email:
+        return None
+    key = f"approval-{approval.id}-{kind}-user-{user.id}"
+    if db.session.scalar(select(ApprovalNotice.id).where(ApprovalNotice.idempotency_key == key)):
+        return None
+    notice = ApprovalNotice(approval_request_id=approval.id, user_id=user.id, event=kind,
+                            recipient=user.email, idempotency_key=key)
+    db.session.add(notice)
+    db.session.flush()
+    after_commit(NOTICE_TASK, notice.id)
+    return notice
+
+
+def notice_message(notice):
+    """Subject and body of an approval e-mail: order, amounts, who and why — no customer data."""
+    approval = notice.approval_request
+    order = approval.order
+    requester = approval.requested_by
+    reason = label_for(approval.payload.get("reason"))
+    summary = [f"Order:   {order.number} ({order.store.name})",
+               f"Total:   ${money(order.total_cents)}",
+               f"Reason:  {reason}"]
+    link = f"{current_app.config.get('PUBLIC_BASE_URL', '').rstrip('/')}/approvals"
+    if notice.event in ("requested", "escalated"):
+        subject = (f"{'Escalated: ' if notice.event == 'escalated' else ''}Approval needed to "
+                   f"cancel order {order.number}")
+        body = [f"{requester.name} asks to cancel order {order.number} and needs your approval.",
+                ""] + summary + ["", "Why approval is needed:"] + [f"  - {w}" for w in approval.why]
+        if notice.event == "escalated" and approval.status_detail:
+            body += ["", f"Escalated to admins: {approval.status_detail}"]
+        body += ["", "Justification:", f"  {approval.justification or '(none given)'}"]
+        if approval.payload.get("notes"):
+            body += ["", "Notes:", f"  {approval.payload['notes']}"]
+        body += ["", f"Approve or reject it in Cancel Desk: {link}"]
+        if approval.expires_at:
+            body += [f"It expires on {approval.expires_at:%Y-%m-%d %H:%M} UTC if nobody "
+                     "decides."]
+        return subject, "\n".join(body)
+    decider = approval.decided_by.name if approval.decided_by else "Cancel Desk"
+    outcome = {
+        "approved": (f"Approved: order {order.number} is cancelled",
+                     f"{decider} approved your request #{approval.id}; order {order.number} "
+                     "has been cancelled."),
+        "rejected": (f"Rejected: order {order.number} stays open",
+                     f"{decider} rejected your request #{approval.id} to cancel order "
+                     f"{order.number}. The order was not changed."),
+        "expired": (f"Expired: your request to cancel order {order.number}",
+                    f"Nobody decided your request #{approval.id} in time and it expired. File a "
+                    "new request if the order must still be cancelled."),
+        "stale": (f"Outdated: your request to cancel order {order.number}",
+                  f"Your request #{approval.id} could not be carried out: "
+                  f"{approval.status_detail}"),
+    }
+    subject, opening = outcome.get(notice.event, (f"Update on order {order.number}",
+                                                  f"Request #{approval.id} is {approval.status}."))
+    body = [opening, ""] + summary
+    if approval.comment:
+        body += ["", f"Comment from {decider}:", f"  {approval.comment}"]
+    body += ["", f"Your requests: {link}"]
+    return subject, "\n".join(body)
+
+
+def deliver_notice(notice_id):
+    """Worker side: send one approval e-mail; failures retry with back-off."""
+    notice = outbox._claim(ApprovalNotice, notice_id)
+    if notice is None:
+        return "nothing_to_do"
+    subject, body = notice_message(notice)
+    try:
+        notifier().send(idempotency_key=notice.idempotency_key, recipient=notice.recipient,
+                        subject=subject, body=body)
+    except DeliveryError as exc:
+        notice.status = DeliveryStatus.FAILED.value
+        notice.last_error = str(exc)[:500]
+        delay = None
+        if notice.attempts < current_app.config["DELIVERY_MAX_ATTEMPTS"]:
+            delay = outbox.backoff_seconds(notice.attempts)
+            notice.next_attempt_at = utcnow() + timedelta(seconds=delay)
+        db.session.commit()
+        if delay is not None:
+            send(NOTICE_TASK, notice.id, countdown=delay)
+        return "failed"
+    notice.status = DeliveryStatus.SUCCEEDED.value
+    notice.last_error = None
+    db.session.commit()
+    return "succeeded"
+
+
+def send(task, row_id, countdown=None):
+    """Hand work to the workers; a broker outage is logged, and the sweep sends it later."""
+    try:
+        current_app.extensions["celery"].send_task(task, args=[row_id], countdown=countdown)
+    except Exception:  # noqa: BLE001 - the rows are safe in the database
+        log.warning("could not dispatch %s(%s); the sweep will retry", task, row_id,
+                    exc_info=True)
+
+
+_AFTER_COMMIT = "cancel_desk.approvals.after_commit"
+
+
+def after_commit(task, row_id):
+    """Send `task(row_id)` once the current transaction commits (never if it rolls back)."""
+    db.session.info.setdefault(_AFTER_COMMIT, []).append((task, row_id))
+
+
+@event.listens_for(Session, "after_commit")
+def _send_after_commit(session):
+    if session.in_nested_transaction():
+        return
+    for task, row_id in session.info.pop(_AFTER_COMMIT, ()):
+        send(task, row_id)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_after_rollback(session):
+    if not session.in_nested_transaction():
+        session.info.pop(_AFTER_COMMIT, None)
+
+
+# --- what the panel lists --------------------------------------------------------------------
+
+def decidable(user):
+    """Open requests this user may decide: their stores' (all for admins), not their own."""
+    query = (select(ApprovalRequest).join(Order, Order.id == ApprovalRequest.order_id)
+             .where(ApprovalRequest.status.in_(OPEN),
+                    ApprovalRequest.requested_by_id != user.id))
+    if not can(user, "approve_cancellation"):
+        return query.where(False)
+    if not user.sees_every_store:
+        query = query.where(Order.store_id.in_(user.store_ids or {-1}))
+    return query
+
+
+def queue_of(user, limit=200):
+    """The approver's queue, oldest first."""
+    return db.session.scalars(decidable(user).options(
+        joinedload(ApprovalRequest.order).joinedload(Order.store),
+        joinedload(ApprovalRequest.requested_by))
+        .order_by(ApprovalRequest.created_at, ApprovalRequest.id).limit(limit)).all()
+
+
+def requests_of(user, limit=100):
+    """The requester's own requests, newest first."""
+    return db.session.scalars(select(ApprovalRequest).where(
+        ApprovalRequest.requested_by_id == user.id).options(
+        joinedload(ApprovalRequest.order).joinedload(Order.store),
+        joinedload(ApprovalRequest.decided_by))
+        .order_by(ApprovalRequest.created_at.desc(), ApprovalRequest.id.desc())
+        .limit(limit)).all()
+
+
+def badge_counts(user):
+    """The navbar badge: requests waiting for this user, and own outcomes not yet seen."""
+    waiting = db.session.scalar(select(func.count()).select_from(decidable(user).subquery()))
+    unseen = db.session.scalar(select(func.count()).select_from(ApprovalRequest).where(
+        ApprovalRequest.requested_by_id == user.id, ApprovalRequest.status.in_(CLOSED),
+        ApprovalRequest.requester_seen_at.is_(None)))
+    return {"waiting": waiting or 0, "unseen": unseen or 0}
+
+
+def mark_outcomes_seen(user):
+    """The requester opened "My requests": their closed requests' outcomes are seen."""
+    changed = db.session.execute(
+        update(ApprovalRequest).where(ApprovalRequest.requested_by_id == user.id,
+                                      ApprovalRequest.status.in_(CLOSED),
+                                      ApprovalRequest.requester_seen_at.is_(None))
+        .values(requester_seen_at=utcnow()).execution_options(synchronize_session=False)
+    ).rowcount
+    db.session.commit()
+    return changed

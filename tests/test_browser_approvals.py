@@ -1,0 +1,150 @@
+"""In a real browser: fulfillment staff ask for approval through the cancel dialog, the store
+manager approves on /approvals, and the order is cancelled. Screenshots go to test-artifacts/."""
+import os
+import threading
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, free_port
+
+from models import ApprovalRequest, Order, User, db
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts"
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        message = f"{CHROMIUM} is not installed; the browser test needs it"
+        if os.environ.get("REQUIRE_BROWSER") == "1":
+            pytest.fail(message + " (REQUIRE_BROWSER=1)")
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def live_server(app):
+    from werkzeug.serving import make_server
+
+    port = free_port()
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}"
+    server.shutdown()
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def new_page(browser):
+    contexts, errors = [], []
+
+    def make():
+        context = browser.new_context(viewport={"width": 1366, "height": 900})
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(15000)
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("dialog", lambda dialog: dialog.accept())  # the confirm() of decisions
+        return page
+
+    yield make
+    for context in contexts:
+        context.close()
+    assert not errors, f"JavaScript errors: {errors}"
+
+
+def shot(page, name):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def sign_in(app, page, base, user_id):
+    with app.app_context():
+        email = db.session.get(User, user_id).email
+    page.goto(base + "/login")
+    page.fill("#email", email)
+    page.fill("#password", "secret-pass")
+    with page.expect_navigation():
+        page.click("button[type=submit]")
+
+
+def test_request_approval_then_approve(app, factory, live_server, new_page):
+    shop = factory.shop(role="fulfillment", status="in_progress", quantity=3)
+    manager = factory.user("store_manager", stores=[shop["store_id"]])
+    order_url = f"{live_server}/orders/{shop['order_id']}"
+
+    # Fulfillment: the list's row menu offers "Request approval"; the dialog is the request form.
+    page = new_page()
+    sign_in(app, page, live_server, shop["user_id"])
+    page.goto(f"{live_server}/?status=in_progress")
+    row = page.locator(f"tr[data-order-id='{shop['order_id']}']")
+    row.locator(".row-actions button").click()
+    row.get_by_text("Request approval").click()
+    page.wait_for_selector("#cancel-order-modal.show")
+    dialog = page.locator("#cancel-order-modal")
+    assert "Request approval to cancel order" in dialog.inner_text()
+    assert "Fulfillment has started" in dialog.locator(".js-approval-why").inner_text()
+    assert dialog.locator("textarea[name=justification]").evaluate("el => el.required")
+    shot(page, "approvals-list-dialog")
+
+    page.goto(order_url)
+    page.get_by_test_id("request-approval").click()
+    page.wait_for_selector("#cancel-order-modal.show")
+    dialog.locator("select[name=reason]").select_option("inventory_issues")
+    dialog.locator("textarea[name=justification]").fill(
+        "Supplier recalled this batch; the customer agreed to a replacement order.")
+    dialog.locator("textarea[name=notes]").fill("Recall notice R-17")
+    shot(page, "approvals-request-dialog")
+    with page.expect_navigation():
+        dialog.get_by_role("button", name="Submit Approval Request").click()
+    assert "sent to the approvers" in page.locator(".alert-success").inner_text()
+    assert page.get_by_test_id("order-status").inner_text().strip() == "In progress"
+    shot(page, "approvals-order-pending")
+
+    # The store manager: badge in the navbar, the queue, approve with a comment.
+    manager_page = new_page()
+    sign_in(app, manager_page, live_server, manager)
+    assert manager_page.get_by_test_id("approvals-badge").inner_text().strip() != ""
+    manager_page.get_by_test_id("nav-approvals").click()
+    card = manager_page.locator("[data-testid=approval-card]", has_text=shop_number(app, shop))
+    card.wait_for()
+    assert "Supplier recalled this batch" in card.inner_text()
+    shot(manager_page, "approvals-queue")
+    card.get_by_test_id("decision-comment").fill("Confirmed with the supplier.")
+    with manager_page.expect_navigation():
+        card.get_by_test_id("approve").click()
+    assert "is cancelled" in manager_page.locator(".alert-success").inner_text()
+    shot(manager_page, "approvals-after-approve")
+
+    manager_page.goto(order_url)
+    assert manager_page.get_by_test_id("order-status").inner_text().strip() == "Cancelled"
+    assert "Confirmed with the supplier." in manager_page.get_by_test_id(
+        "order-approval-requests").inner_text()
+    shot(manager_page, "approvals-order-cancelled")
+    with app.app_context():
+        assert db.session.get(Order, shop["order_id"]).status == "cancelled"
+        approval = db.session.scalar(db.select(ApprovalRequest).where(
+            ApprovalRequest.order_id == shop["order_id"]))
+        assert approval.status == "approved" and approval.decided_by_id == manager
+
+    # Back to the requester: "My requests" shows the outcome.
+    page.goto(f"{live_server}/approvals?tab=mine")
+    mine = page.get_by_test_id("my-requests")
+    assert "Approved" in mine.inner_text() and "Confirmed with the supplier." in mine.inner_text()
+    shot(page, "approvals-my-requests")
+
+
+def shop_number(app, shop):
+    with app.app_context():
+        return db.session.get(Order, shop["order_id"]).number
