@@ -412,9 +412,9 @@ def test_postcheck_2_billing_system_updated(op):
 
 def test_postcheck_2_notification_sent(op):
     """GET /api/v2/notifications/orders/{order_id}/history: the customer was told."""
-    def sent():  # a sent notification's state is "succeeded" (one DeliveryStatus for both)
+    def sent():
         history = op.ok(f"/api/v2/notifications/orders/{op.order}/history")
-        return history if [n["status"] for n in history["notifications"]] == ["succeeded"] \
+        return history if [n["status"] for n in history["notifications"]] == ["sent"] \
             else None
 
     history = wait_for(sent, timeout=30, interval=0.3, message="the notification to be sent")

@@ -72,7 +72,7 @@ def test_refund_and_notification_each_delivered_exactly_once(app, client, factor
     def delivered():
         order = get_order(client, shop["token"], shop["order_id"])
         done = (order["refunds"][0]["status"], order["notifications"][0]["status"]) \
-            == ("succeeded", "succeeded")
+            == ("succeeded", "sent")
         return order if done else None
 
     order = wait_for(delivered, message="refund and notification delivered")
@@ -196,7 +196,7 @@ def test_notification_failing_for_good_then_manual_resend(app, client, factory, 
 
     def sent():
         order = get_order(client, shop["token"], shop["order_id"])
-        return order if order["notifications"][0]["status"] == "succeeded" else None
+        return order if order["notifications"][0]["status"] == "sent" else None
 
     order = wait_for(sent, message="the manual resend")
     assert len(order["notifications"]) == 1  # the failed notice was retried, not duplicated
@@ -233,7 +233,7 @@ def test_lost_tasks_are_delivered_by_the_sweep(app, client, factory, worker):
     def delivered():
         order = get_order(client, shop["token"], shop["order_id"])
         return [r["status"] for r in order["refunds"]] + \
-            [n["status"] for n in order["notifications"]] == ["succeeded", "succeeded"]
+            [n["status"] for n in order["notifications"]] == ["succeeded", "sent"]
 
     wait_for(delivered, message="the sweep to deliver lost outbox rows")
     payouts = rows(app, SimulatedPayout, idempotency_key=f"refund-{key}")

@@ -14,6 +14,6 @@ def test_refund_and_notification_delivered(app, client, factory, worker):
                            headers=bearer(shop["token"])).json
         states = [r["status"] for r in order["refunds"]] + \
                  [n["status"] for n in order["notifications"]]
-        return states if states == ["succeeded", "succeeded"] else None
+        return states if states == ["succeeded", "sent"] else None
 
     wait_for(delivered, message="refund and notification delivered")

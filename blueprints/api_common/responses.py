@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict
 OrderStatusName = Literal["pending", "in_progress", "on_hold", "completed", "cancelled",
                           "archived"]
 DeliveryState = Literal["pending", "processing", "succeeded", "failed", "voided"]
+NoticeState = Literal["pending", "processing", "sent", "failed", "voided"]
 
 
 class Out(BaseModel):
@@ -87,7 +88,7 @@ class Notification(Out):
     channel: str
     template: str
     recipient: str | None
-    status: DeliveryState
+    status: NoticeState
     attempts: int
     last_error: str | None
     created_at: str | None

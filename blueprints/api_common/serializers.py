@@ -22,10 +22,15 @@ def refund_dict(refund):
             "succeeded_at": isoformat(refund.succeeded_at)}
 
 
+def notification_status(status):
+    """Refunds and notices share one delivery state machine; a delivered notice is `sent`."""
+    return "sent" if status == "succeeded" else status
+
+
 def notification_dict(notification):
     return {"id": notification.id, "channel": notification.channel,
             "template": notification.template, "recipient": mask_email(notification.recipient),
-            "status": notification.status, "attempts": notification.attempts,
+            "status": notification_status(notification.status), "attempts": notification.attempts,
             "last_error": notification.last_error, "created_at": isoformat(notification.created_at),
             "sent_at": isoformat(notification.sent_at)}
 
