@@ -409,3 +409,120 @@ def _fresh_login_counters(app):
 
     with app.test_request_context():
         login_throttle().clear(address="127.0.0.1")
+
+
+# --- the browser: headless Chromium through Playwright against a live server ----------------
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium, headless. Skipped where it is not installed — unless REQUIRE_BROWSER=1
+    (as .ci/run sets), where its absence fails the run."""
+    if not Path(CHROMIUM).exists():
+        message = f"{CHROMIUM} is not installed; the browser tests need it"
+        if os.environ.get("REQUIRE_BROWSER") == "1":
+            pytest.fail(message + " (REQUIRE_BROWSER=1)")
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="session")
+def live_server(app):
+    """The app on a free port, served by a real HTTP server in a thread."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", free_port(), app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(timeout=10)
+    server.server_close()
+
+
+@pytest.fixture
+def new_page(browser, request):
+    """Make pages, each in its own browser context (its own sign-in). confirm() dialogs are
+    accepted; a JavaScript error on any page fails the test; each page's last state is saved
+    to test-artifacts/."""
+    contexts, errors = [], []
+
+    def make():
+        context = browser.new_context(viewport={"width": 1366, "height": 900})
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(15000)
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("dialog", lambda dialog: dialog.accept())
+        return page
+
+    yield make
+    for number, context in enumerate(contexts):
+        for page in context.pages:
+            shot(page, f"{request.node.name}-final{'-' + str(number) if number else ''}")
+        context.close()
+    assert not errors, f"JavaScript errors: {errors}"
+
+
+@pytest.fixture
+def page(new_page):
+    return new_page()
+
+
+def shot(page, name):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def sign_in(app, page, base, user_id, then=None):
+    """Sign in through the login page (lands on the dashboard), then open `then` if given."""
+    from models import User, db
+
+    with app.app_context():
+        email = db.session.get(User, user_id).email
+    page.goto(base + "/login")
+    page.fill("#email", email)
+    page.fill("#password", "secret-pass")
+    page.click("button[type=submit]")
+    page.wait_for_url(base + "/dashboard")
+    if then is not None:
+        page.goto(base + then)
+
+
+@pytest.fixture
+def restore_row(app):
+    """Remember one audit row's raw columns; put them back exactly after the test — the hash
+    chain is shared by the whole session, and tamper tests must leave it whole."""
+    from cancellation import verify_chain
+    from models import db
+
+    saved = {}
+
+    def remember(seq):
+        with app.app_context():
+            row = db.session.execute(text(
+                "SELECT action, CAST(after AS TEXT) AS after FROM audit_events WHERE seq = :seq"),
+                {"seq": seq}).one()
+            saved.update(seq=seq, action=row.action, after=row.after)
+
+    yield remember
+    if saved:
+        with app.app_context():
+            cast = "CAST(:after AS JSON)" if db.engine.dialect.name == "postgresql" else ":after"
+            db.session.execute(text(f"UPDATE audit_events SET action = :action, after = {cast} "
+                                    "WHERE seq = :seq"), saved)
+            db.session.commit()
+            report = verify_chain()
+        assert report.ok, f"the shared chain was not restored: {report}"

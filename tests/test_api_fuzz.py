@@ -14,7 +14,6 @@ Each operation runs as a hypothesis test over `APIOperation.as_strategy()` insid
 (schemathesis' own lazy `from_fixture(...).parametrize()` needs `Item._nodeid`, which pytest 9
 no longer has).
 """
-import threading
 import uuid
 
 import pytest
@@ -27,9 +26,8 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance, response_schema_conformance, status_code_conformance,
 )
-from werkzeug.serving import make_server
 
-from conftest import Factory, cancel, free_port
+from conftest import Factory, cancel
 
 MAX_EXAMPLES = 25
 FUZZ_PHASES = [Phase.explicit, Phase.generate]  # no shrinking: report the case as found
@@ -38,19 +36,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 
 @pytest.fixture(scope="module")
-def live_server(app, worker):
-    """The app on a free port, served by a real HTTP server in a thread."""
-    server = make_server("127.0.0.1", free_port(), app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="fuzz-server", daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=10)
-    server.server_close()
-
-
-@pytest.fixture(scope="module")
-def seeded(app, live_server):
+def seeded(app, live_server, worker):
     """A few orders of every kind, an admin (and its token); the v2 rate limit lifted while the
     fuzzer runs (it is tested on its own in test_api_v2_errors)."""
     f = Factory(app)

@@ -34,31 +34,6 @@ def test_the_chain_verifies(app, client, factory):
     assert report.checked >= 1 and report.first_broken_seq is None
 
 
-@pytest.fixture
-def restore_row(app):
-    """Remember one audit row's raw columns; put them back exactly after the test."""
-    from models import db
-
-    saved = {}
-
-    def remember(seq):
-        with app.app_context():
-            row = db.session.execute(text(
-                "SELECT action, CAST(after AS TEXT) AS after FROM audit_events WHERE seq = :seq"),
-                {"seq": seq}).one()
-            saved.update(seq=seq, action=row.action, after=row.after)
-
-    yield remember
-    if saved:
-        with app.app_context():
-            cast = "CAST(:after AS JSON)" if db.engine.dialect.name == "postgresql" else ":after"
-            db.session.execute(text(f"UPDATE audit_events SET action = :action, after = {cast} "
-                                    "WHERE seq = :seq"), saved)
-            db.session.commit()
-        report = verify(app)
-        assert report.ok, f"the shared chain was not restored: {report}"
-
-
 def test_editing_after_is_detected_and_names_the_row(app, client, factory, restore_row):
     from models import db
 

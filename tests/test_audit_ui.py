@@ -192,33 +192,6 @@ def test_csv_cells_cannot_become_spreadsheet_formulas(app, factory):
     assert not any(cell.startswith("=") for cell in row)
 
 
-@pytest.fixture
-def restore_row(app):
-    """Remember one audit row's raw columns; put them back exactly after the test."""
-    from models import db
-
-    saved = {}
-
-    def remember(seq):
-        with app.app_context():
-            row = db.session.execute(text(
-                "SELECT action, CAST(after AS TEXT) AS after FROM audit_events WHERE seq = :seq"),
-                {"seq": seq}).one()
-            saved.update(seq=seq, action=row.action, after=row.after)
-
-    yield remember
-    if saved:
-        from cancellation import verify_chain
-
-        with app.app_context():
-            cast = "CAST(:after AS JSON)" if db.engine.dialect.name == "postgresql" else ":after"
-            db.session.execute(text(f"UPDATE audit_events SET action = :action, after = {cast} "
-                                    "WHERE seq = :seq"), saved)
-            db.session.commit()
-            report = verify_chain()
-        assert report.ok, f"the shared chain was not restored: {report}"
-
-
 def test_verify_chain_page_names_the_broken_row(app, client, factory, restore_row):
     from models import AuditEvent, db
 

@@ -1,78 +1,11 @@
 """Smoke test in a real browser: the cancel dialog from the list and, with its second
 confirmation, from the detail page of an order whose fulfillment has started."""
-import os
-import threading
-from pathlib import Path
-
 import pytest
-from conftest import ROOT, free_port
+from conftest import shot, sign_in
 
-from models import Order, User, db
-
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = ROOT / "test-artifacts"
+from models import Order, db
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        message = f"{CHROMIUM} is not installed; the browser smoke test needs it"
-        if os.environ.get("REQUIRE_BROWSER") == "1":
-            pytest.fail(message + " (REQUIRE_BROWSER=1)")
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture(scope="module")
-def live_server(app):
-    from werkzeug.serving import make_server
-
-    port = free_port()
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{port}"
-    server.shutdown()
-    thread.join(timeout=10)
-
-
-@pytest.fixture
-def page(browser, request):
-    context = browser.new_context(viewport={"width": 1366, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(15000)
-    errors = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield page
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{request.node.name}-final.png"), full_page=True)
-    context.close()
-    assert not errors, f"JavaScript errors: {errors}"
-
-
-def shot(page, name):
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-def sign_in(app, page, base, user_id):
-    with app.app_context():
-        email = db.session.get(User, user_id).email
-    page.goto(base + "/login")
-    page.fill("#email", email)
-    page.fill("#password", "secret-pass")
-    page.click("button[type=submit]")
-    page.wait_for_url(base + "/dashboard")
-    page.goto(base + "/")
 
 
 def status_of(app, order_id):
@@ -82,7 +15,7 @@ def status_of(app, order_id):
 
 def test_cancel_from_the_row_action_menu(app, factory, live_server, page):
     shop = factory.shop(role="store_manager")
-    sign_in(app, page, live_server, shop["user_id"])
+    sign_in(app, page, live_server, shop["user_id"], then="/")
     shot(page, "browser-list")
 
     row = page.locator(f"tr[data-order-id='{shop['order_id']}']")
@@ -106,7 +39,7 @@ def test_cancel_from_the_row_action_menu(app, factory, live_server, page):
 
 def test_in_progress_order_asks_twice_on_the_detail_page(app, factory, live_server, page):
     shop = factory.shop(role="store_manager", status="in_progress")
-    sign_in(app, page, live_server, shop["user_id"])
+    sign_in(app, page, live_server, shop["user_id"], then="/")
     page.goto(f"{live_server}/orders/{shop['order_id']}")
 
     page.get_by_test_id("cancel-order").click()

@@ -1,82 +1,11 @@
 """In a real browser: fulfillment staff ask for approval through the cancel dialog, the store
 manager approves on /approvals, and the order is cancelled. Screenshots go to test-artifacts/."""
-import os
-import threading
-from pathlib import Path
-
 import pytest
-from conftest import ROOT, free_port
+from conftest import shot, sign_in
 
 from models import ApprovalRequest, Order, User, db
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = ROOT / "test-artifacts"
-
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        message = f"{CHROMIUM} is not installed; the browser test needs it"
-        if os.environ.get("REQUIRE_BROWSER") == "1":
-            pytest.fail(message + " (REQUIRE_BROWSER=1)")
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture(scope="module")
-def live_server(app):
-    from werkzeug.serving import make_server
-
-    port = free_port()
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{port}"
-    server.shutdown()
-    thread.join(timeout=10)
-
-
-@pytest.fixture
-def new_page(browser):
-    contexts, errors = [], []
-
-    def make():
-        context = browser.new_context(viewport={"width": 1366, "height": 900})
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(15000)
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.on("dialog", lambda dialog: dialog.accept())  # the confirm() of decisions
-        return page
-
-    yield make
-    for context in contexts:
-        context.close()
-    assert not errors, f"JavaScript errors: {errors}"
-
-
-def shot(page, name):
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-def sign_in(app, page, base, user_id):
-    with app.app_context():
-        email = db.session.get(User, user_id).email
-    page.goto(base + "/login")
-    page.fill("#email", email)
-    page.fill("#password", "secret-pass")
-    with page.expect_navigation():
-        page.click("button[type=submit]")
 
 
 def test_request_approval_then_approve(app, factory, live_server, new_page):

@@ -1,79 +1,18 @@
 """In a real browser: a store manager cancels an order, then sees it counted on the dashboard —
 in the chart (drawn by the vendored Chart.js) and in the table beside it; the audit log shows it."""
-import os
-import threading
-from pathlib import Path
-
 import pytest
-from conftest import ROOT, free_port
+from conftest import ROOT, shot, sign_in
 
-from models import User, db, utcnow
+from models import utcnow
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = ROOT / "test-artifacts"
 CHART_JS = ROOT / "static" / "vendor" / "chart.umd.js"
 
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        message = f"{CHROMIUM} is not installed; the browser smoke test needs it"
-        if os.environ.get("REQUIRE_BROWSER") == "1":
-            pytest.fail(message + " (REQUIRE_BROWSER=1)")
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture(scope="module")
-def live_server(app):
-    from werkzeug.serving import make_server
-
-    port = free_port()
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{port}"
-    server.shutdown()
-    thread.join(timeout=10)
-
-
-@pytest.fixture
-def page(browser, request):
-    context = browser.new_context(viewport={"width": 1440, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(15000)
-    errors = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield page
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{request.node.name}-final.png"), full_page=True)
-    context.close()
-    assert not errors, f"JavaScript errors: {errors}"
-
-
-def shot(page, name):
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
 def test_a_cancellation_shows_on_the_dashboard_chart_and_table(app, factory, live_server, page):
     shop = factory.shop(role="store_manager")
-    with app.app_context():
-        email = db.session.get(User, shop["user_id"]).email
-    page.goto(live_server + "/login")
-    page.fill("#email", email)
-    page.fill("#password", "secret-pass")
-    page.click("button[type=submit]")
-    page.wait_for_url(live_server + "/dashboard")  # the landing page
+    sign_in(app, page, live_server, shop["user_id"])  # lands on the dashboard
     assert page.locator("[data-testid=kpi-cancellations]").inner_text().strip() == "0"
 
     page.goto(live_server + "/")
