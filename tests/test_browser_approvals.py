@@ -67,6 +67,20 @@ def test_request_approval_then_approve(app, factory, live_server, new_page):
             ApprovalRequest.order_id == shop["order_id"]))
         assert approval.status == "approved" and approval.decided_by_id == manager
 
+    # The dashboard counts the approved cancellation (a fresh store: it is the only one there),
+    # in the table and, where Chart.js is vendored, in the chart.
+    manager_page.get_by_role("link", name="Dashboard").click()
+    manager_page.wait_for_url(live_server + "/dashboard")
+    assert manager_page.get_by_test_id("kpi-cancellations").inner_text().strip() == "1"
+    staff = manager_page.locator(f"[data-testid=table-staff] tr[data-key='{manager}']")
+    assert staff.get_attribute("data-count") == "1"  # cancelled as the approver
+    if manager_page.locator("canvas[data-testid=chart-reason]").count():
+        manager_page.locator("canvas[data-testid=chart-reason]").wait_for(state="visible")
+        counts = manager_page.evaluate("() => Chart.getChart(document.getElementById("
+                                       "'chart-reason')).data.datasets[0].data")
+        assert counts == [1]
+    shot(manager_page, "approvals-dashboard")
+
     # Back to the requester: "My requests" shows the outcome.
     page.goto(f"{live_server}/approvals?tab=mine")
     mine = page.get_by_test_id("my-requests")

@@ -1,5 +1,7 @@
 """In a real browser: a store manager cancels an order, then sees it counted on the dashboard —
 in the chart (drawn by the vendored Chart.js) and in the table beside it; the audit log shows it."""
+import os
+
 import pytest
 from conftest import ROOT, shot, sign_in
 
