@@ -41,3 +41,14 @@ def _rate_limit(app, blueprint):
     limiter.shared_limit(lambda: current_app.config["API_V2_RATE_LIMIT"],
                          scope="api_v2")(blueprint)
     app.extensions["rate_limiter"] = limiter
+
+    def retry_after_only_when_limited(response):
+        """Flask-Limiter puts Retry-After on every response it counted; the header means
+        "wait before retrying" and belongs on a 429 only (the X-RateLimit-* headers stay)."""
+        if response.status_code != 429:
+            response.headers.pop("Retry-After", None)
+        return response
+
+    # after_request hooks run last-registered first: at the front of the list, this one runs
+    # after the limiter has added its headers.
+    app.after_request_funcs.setdefault(None, []).insert(0, retry_after_only_when_limited)

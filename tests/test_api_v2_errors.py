@@ -239,9 +239,12 @@ def test_429_then_retry_with_the_same_idempotency_key(app, client, factory, work
     first_key, limited_key = str(uuid.uuid4()), str(uuid.uuid4())
     accepted = v2_cancel(client, shop["order_id"], token, key=first_key, user_id=user)
     assert accepted.status_code == 202
-    statuses = [client.get(f"/api/v2/orders/{second}/status", headers=bearer(token)).status_code
-                for _ in range(4)]
-    assert statuses == [200] * 4
+    answers = [client.get(f"/api/v2/orders/{second}/status", headers=bearer(token))
+               for _ in range(4)]
+    assert [answer.status_code for answer in answers] == [200] * 4
+    # Under the limit the remaining budget is reported, but no Retry-After (429s only).
+    assert answers[-1].headers["X-RateLimit-Remaining"] == "0"
+    assert all("Retry-After" not in answer.headers for answer in answers)
     # Over the limit: GETs and POSTs alike, on any v2 endpoint.
     limited = client.get(f"/api/v2/orders/{second}/status", headers=bearer(token))
     assert_api_error(limited, 429, "rate_limited")
