@@ -295,6 +295,16 @@ def _clean_comment(comment, *, required):
 
 
 def _lock(approval_id):
+    """Lock a request, and its order first: every path that locks both (cancel, approve,
+    reject, route, expire) takes the order row before the request row, so two of them can
+    never wait on each other in a cycle."""
+    from cancellation.service import load_order_for_update
+
+    order_id = db.session.scalar(select(ApprovalRequest.order_id).where(
+        ApprovalRequest.id == approval_id))
+    if order_id is None:
+        return None
+    load_order_for_update(order_id)
     return db.session.scalar(
         select(ApprovalRequest).where(ApprovalRequest.id == approval_id).with_for_update()
         .execution_options(populate_existing=True))

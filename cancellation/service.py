@@ -104,9 +104,14 @@ class CancelOutcome:
 
 
 def load_order_for_update(order_id):
-    """The order row, locked until commit (FOR UPDATE on PostgreSQL; SQLite serialises writers)."""
+    """The order row, locked until commit (SQLite serialises writers anyway).
+
+    FOR NO KEY UPDATE, not FOR UPDATE: we never change an order's key, and the weaker lock
+    still lets other transactions insert rows that reference the order (their foreign-key check
+    takes KEY SHARE), which FOR UPDATE would block — a deadlock with any transaction that holds
+    such a row's parent and then waits for this order."""
     return db.session.scalar(
-        select(Order).where(Order.id == order_id).with_for_update()
+        select(Order).where(Order.id == order_id).with_for_update(key_share=True)
         .execution_options(populate_existing=True))
 
 
