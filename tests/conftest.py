@@ -526,3 +526,17 @@ def restore_row(app):
             db.session.commit()
             report = verify_chain()
         assert report.ok, f"the shared chain was not restored: {report}"
+
+
+def open_row_dialog(page, row, item):
+    """Open a list row's action menu, choose `item`, and wait for the cancel dialog. Waits for
+    the menu to be shown and placed first: a click on an item Popper is still positioning can
+    land beside it on a busy machine."""
+    row.locator(".row-actions button").click()
+    menu = row.locator(".dropdown-menu.show")
+    menu.wait_for(state="visible")
+    choice = menu.get_by_text(item)
+    choice.wait_for(state="visible")
+    page.wait_for_timeout(100)  # Popper places the menu on the next frames
+    choice.click()
+    page.wait_for_selector("#cancel-order-modal.show")

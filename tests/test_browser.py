@@ -1,7 +1,7 @@
 """Smoke test in a real browser: the cancel dialog from the list and, with its second
 confirmation, from the detail page of an order whose fulfillment has started."""
 import pytest
-from conftest import shot, sign_in
+from conftest import open_row_dialog, shot, sign_in
 
 from models import Order, db
 
@@ -19,8 +19,7 @@ def test_cancel_from_the_row_action_menu(app, factory, live_server, page):
     shot(page, "browser-list")
 
     row = page.locator(f"tr[data-order-id='{shop['order_id']}']")
-    row.locator(".row-actions button").click()
-    row.get_by_text("Cancel Order").click()
+    open_row_dialog(page, row, "Cancel Order")
     dialog = page.locator("#cancel-order-modal")
     dialog.wait_for(state="visible")
     page.wait_for_selector("#cancel-order-modal.show")

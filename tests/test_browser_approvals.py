@@ -1,7 +1,7 @@
 """In a real browser: fulfillment staff ask for approval through the cancel dialog, the store
 manager approves on /approvals, and the order is cancelled. Screenshots go to test-artifacts/."""
 import pytest
-from conftest import shot, sign_in
+from conftest import open_row_dialog, shot, sign_in
 
 from models import ApprovalRequest, Order, User, db
 
@@ -18,8 +18,7 @@ def test_request_approval_then_approve(app, factory, live_server, new_page):
     sign_in(app, page, live_server, shop["user_id"])
     page.goto(f"{live_server}/?status=in_progress")
     row = page.locator(f"tr[data-order-id='{shop['order_id']}']")
-    row.locator(".row-actions button").click()
-    row.get_by_text("Request approval").click()
+    open_row_dialog(page, row, "Request approval")
     page.wait_for_selector("#cancel-order-modal.show")
     dialog = page.locator("#cancel-order-modal")
     assert "Request approval to cancel order" in dialog.inner_text()

@@ -3,7 +3,7 @@ in the chart (drawn by the vendored Chart.js) and in the table beside it; the au
 import os
 
 import pytest
-from conftest import ROOT, shot, sign_in
+from conftest import ROOT, open_row_dialog, shot, sign_in
 
 from models import utcnow
 
@@ -19,8 +19,7 @@ def test_a_cancellation_shows_on_the_dashboard_chart_and_table(app, factory, liv
 
     page.goto(live_server + "/")
     row = page.locator(f"tr[data-order-id='{shop['order_id']}']")
-    row.locator(".row-actions button").click()
-    row.get_by_text("Cancel Order").click()
+    open_row_dialog(page, row, "Cancel Order")
     page.wait_for_selector("#cancel-order-modal.show")
     dialog = page.locator("#cancel-order-modal")
     dialog.locator("select[name=reason]").select_option("inventory_issues")
