@@ -50,6 +50,8 @@ class Base:
     OUTBOX_SWEEP_INTERVAL = 30.0
     WORKER_PING_TIMEOUT = 1.5
     IDEMPOTENCY_PURGE_INTERVAL = 3600.0
+    # Where staff reach the panel, for links in e-mails (approval requests); empty: relative.
+    PUBLIC_BASE_URL = ""
     # API v2 rate limit per user (Flask-Limiter syntax); the runbook says wait 60 s on a 429.
     API_V2_RATE_LIMIT = "120 per minute"
     API_TOKEN_TTL_DAYS = 90
@@ -70,6 +72,8 @@ class Base:
         for key in ("DELIVERY_BACKOFF_SECONDS", "OUTBOX_STALE_SECONDS", "OUTBOX_SWEEP_INTERVAL"):
             if os.environ.get(key):
                 settings[key] = float(os.environ[key])
+        if os.environ.get("PUBLIC_BASE_URL"):
+            settings["PUBLIC_BASE_URL"] = os.environ["PUBLIC_BASE_URL"]
         if os.environ.get("API_V2_RATE_LIMIT"):
             settings["API_V2_RATE_LIMIT"] = os.environ["API_V2_RATE_LIMIT"]
         settings["DEMO_MODE"] = env_bool("DEMO_MODE", settings["DEMO_MODE"])
