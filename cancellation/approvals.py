@@ -206,7 +206,9 @@ def approve(approval_id, approver, comment, context):
     Fails clearly — and leaves the order untouched — when the request is closed, lapsed, stale
     (marked `stale`), or when the approver's own policy would need approval (escalated).
     """
-    from cancellation.service import CancelRequest, load_order_for_update, perform_full_cancel
+    from cancellation.service import (
+        CancelRequest, after_commit, load_order_for_update, perform_full_cancel,
+    )
 
     comment = _clean_comment(comment, required=False)
     approval = get_visible_request(approver, approval_id)
@@ -248,7 +250,7 @@ def approve(approval_id, approver, comment, context):
     except Exception:
         db.session.rollback()
         raise
-    outbox.dispatch_for(cancellation)
+    after_commit(approver, cancellation, context)
     return approval
 
 
@@ -421,9 +423,9 @@ def sweep():
         & (ApprovalNotice.dispatched_at < stale))).limit(1000)).all()
     db.session.rollback()
     for approval_id in unrouted:
-        send(ROUTE_TASK, approval_id)
+        outbox.hand_to_workers(ROUTE_TASK, approval_id)
     for notice_id in lost:
-        send(NOTICE_TASK, notice_id)
+        outbox.hand_to_workers(NOTICE_TASK, notice_id)
     return {"unrouted": len(unrouted), "notices": len(lost)}
 
 
@@ -511,21 +513,12 @@ def deliver_notice(notice_id):
             notice.next_attempt_at = utcnow() + timedelta(seconds=delay)
         db.session.commit()
         if delay is not None:
-            send(NOTICE_TASK, notice.id, countdown=delay)
+            outbox.hand_to_workers(NOTICE_TASK, notice.id, countdown=delay)
         return "failed"
     notice.status = DeliveryStatus.SUCCEEDED.value
     notice.last_error = None
     db.session.commit()
     return "succeeded"
-
-
-def send(task, row_id, countdown=None):
-    """Hand work to the workers; a broker outage is logged, and the sweep sends it later."""
-    try:
-        current_app.extensions["celery"].send_task(task, args=[row_id], countdown=countdown)
-    except Exception:  # noqa: BLE001 - the rows are safe in the database
-        log.warning("could not dispatch %s(%s); the sweep will retry", task, row_id,
-                    exc_info=True)
 
 
 _AFTER_COMMIT = "cancel_desk.approvals.after_commit"
@@ -541,7 +534,7 @@ def _send_after_commit(session):
     if session.in_nested_transaction():
         return
     for task, row_id in session.info.pop(_AFTER_COMMIT, ()):
-        send(task, row_id)
+        outbox.hand_to_workers(task, row_id)
 
 
 @event.listens_for(Session, "after_rollback")

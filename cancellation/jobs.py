@@ -4,23 +4,20 @@ The checks run when the request arrives, so an operator gets 400/403/409 at once
 runs `cancel_order`, which checks again under the row lock, because the order may have changed in
 between.
 """
-import logging
 from datetime import timedelta
 
-from flask import current_app
 from sqlalchemy import select
 
 from models import Cancellation, User, db, isoformat, utcnow
 from models.jobs import CancelJob
 
+from cancellation import outbox
 from cancellation.audit import AuditContext
 from cancellation.errors import CancelDeskError, NotFound
 from cancellation.policy import evaluate_cancel
 from cancellation.service import (
     CancelRequest, cancel_order, file_approval_request, get_visible_order,
 )
-
-log = logging.getLogger(__name__)
 
 TASK = "cancel_desk.run_cancel_job"
 
@@ -39,16 +36,8 @@ def submit_cancel(order_id, actor, request, context):
     db.session.add(job)
     db.session.commit()
     if job.status == "processing":
-        dispatch(job.id)
+        outbox.hand_to_workers(TASK, job.id)
     return job
-
-
-def dispatch(job_id):
-    try:
-        current_app.extensions["celery"].send_task(TASK, args=[job_id])
-    except Exception:  # noqa: BLE001 - the job row is safe; the sweep re-dispatches it
-        log.warning("could not dispatch cancel job %s; the sweep will retry", job_id,
-                    exc_info=True)
 
 
 def run_cancel_job(job_id):
@@ -127,7 +116,7 @@ def sweep_lost_jobs(stale_seconds):
         CancelJob.status == "processing", CancelJob.created_at < cutoff).limit(500)).all()
     db.session.rollback()
     for job_id in ids:
-        dispatch(job_id)
+        outbox.hand_to_workers(TASK, job_id)
     return len(ids)
 
 

@@ -26,14 +26,19 @@ TASKS = {Refund: "cancel_desk.deliver_refund", Notification: "cancel_desk.delive
 FLAGS = {Refund: "flag_manual_refund", Notification: "flag_manual_notification"}
 
 
-def send(model, row_id, countdown=None):
-    """Hand a row to the workers. A broker outage is logged, not raised: the sweep retries."""
+def hand_to_workers(task, row_id, countdown=None):
+    """Queue `task(row_id)`. The row it works on is already committed, so a broker outage is
+    logged, not raised: the periodic sweeps send it again later."""
     try:
-        current_app.extensions["celery"].send_task(TASKS[model], args=[row_id],
-                                                   countdown=countdown)
-    except Exception:  # noqa: BLE001 - the outbox row is safe; the sweep re-dispatches it
-        log.warning("could not dispatch %s %s; the sweep will retry", model.__name__, row_id,
+        current_app.extensions["celery"].send_task(task, args=[row_id], countdown=countdown)
+    except Exception:  # noqa: BLE001 - the row is safe in the database; a sweep re-dispatches
+        log.warning("could not dispatch %s(%s); the sweep will retry", task, row_id,
                     exc_info=True)
+
+
+def send(model, row_id, countdown=None):
+    """Hand a refund or notification row to the workers."""
+    hand_to_workers(TASKS[model], row_id, countdown)
 
 
 def dispatch_for(cancellation):

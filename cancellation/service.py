@@ -14,7 +14,7 @@ from models import (
     ApprovalRequest, Cancellation, CancellationItem, Customer, LoyaltyEntry, LoyaltyKind,
     Notification, Order, Refund, StockLevel, db, isoformat, money, utcnow,
 )
-from models.order import OrderStatus, PaymentStatus
+from models.order import CANCELLABLE_STATUSES, OrderStatus, PaymentStatus
 
 from cancellation import outbox, oversight
 from cancellation.audit import AuditContext, record
@@ -140,8 +140,7 @@ def cancel_order(order_id, actor, request, context=None):
     except Exception:
         db.session.rollback()
         raise
-    outbox.dispatch_for(cancellation)
-    oversight.after_cancellation(actor, cancellation, context)  # flags only, never blocks
+    after_commit(actor, cancellation, context)
     outcome = CancelOutcome(order=order, cancellation=cancellation)
     if request.scope == "all_future" and order.series_id:
         later = cancel_future_in_series(order, actor, request, context)
@@ -151,12 +150,20 @@ def cancel_order(order_id, actor, request, context=None):
     return outcome
 
 
+def after_commit(actor, cancellation, context):
+    """What follows every committed cancellation, whichever path performed it (a direct cancel,
+    an approval): its refund and notice go to the workers, and the actor's cancelling is
+    checked for unusual patterns (a flag only; it never blocks)."""
+    outbox.dispatch_for(cancellation)
+    oversight.after_cancellation(actor, cancellation, context)
+
+
 def cancel_future_in_series(order, actor, request, context):
     """Cancel every later, still-cancellable order of the recurring series, each on its own."""
     later_ids = db.session.scalars(
         select(Order.id).where(Order.series_id == order.series_id,
                                Order.placed_at > order.placed_at,
-                               Order.status.in_(("pending", "in_progress", "on_hold")))
+                               Order.status.in_(CANCELLABLE_STATUSES))
         .order_by(Order.placed_at)).all()
     done = []
     single = CancelRequest(**{**request.__dict__, "scope": "this_instance",

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from conftest import cancel, csrf_from, login
+from conftest import bearer, cancel, csrf_from, login
 
 
 def email_of(app, user_id):
@@ -165,7 +165,7 @@ def test_far_above_the_store_average_raises_a_flag(app, client, factory, setting
 
 
 def test_compliance_report_lists_the_voided_lines_of_a_store_day(app, client, factory):
-    from models import Order, Store, db, utcnow
+    from models import Order, Store, db
 
     store = factory.store()
     with app.app_context():
@@ -248,3 +248,33 @@ def test_redaction_masks_contact_details_for_roles_without_access():
     assert masked["request_contact"] == "***-***-0134"
     assert "T-2024-01-05" in masked["notes"] and masked["total"] == "12.50"
     assert redact(value, see_contact=True) == value
+
+
+def test_cancellations_performed_by_approving_count_for_the_approver(
+        app, client, factory, setting):
+    """Approving performs the cancellation as the approver: it goes through the same
+    after-commit step as a direct cancel, so the approver's cancelling is checked too."""
+    setting("abuse_cancels_per_hour", 1)
+    store = factory.store()
+    product = factory.product(1000)
+    factory.stock(store, product)
+    clerk = factory.user("fulfillment", stores=[store])
+    clerk_token = factory.token(clerk)
+    manager = factory.user("store_manager", stores=[store])
+    manager_token = factory.token(manager)
+
+    for order_id in [factory.order(store, [(product, 1, 1000)], status="in_progress")
+                     for _ in range(2)]:
+        asked = client.post(f"/api/v1/orders/{order_id}/approval_request",
+                            headers=bearer(clerk_token),
+                            json={"justification": "Customer left", "reason":
+                                  "operational_issues"})
+        assert asked.status_code == 201, asked.json
+        approved = client.post(
+            f"/api/v1/approval_requests/{asked.json['approval_request']['id']}/approve",
+            headers=bearer(manager_token), json={})
+        assert approved.status_code == 200, approved.json
+
+    [(_flag_id, kind, count, acknowledged, flag_store)] = flags_of(app, manager)
+    assert (kind, count, acknowledged, flag_store) == ("hourly_volume", 2, False, store)
+    assert flags_of(app, clerk) == []  # asking is not cancelling
