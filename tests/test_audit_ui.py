@@ -6,7 +6,6 @@ import re
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
 from sqlalchemy import JSON, bindparam, event, text
 
 from conftest import ROOT, cancel, csrf_from, login

@@ -3,7 +3,7 @@ manager approves on /approvals, and the order is cancelled. Screenshots go to te
 import pytest
 from conftest import open_row_dialog, shot, sign_in
 
-from models import ApprovalRequest, Order, User, db
+from models import ApprovalRequest, Order, db
 
 pytestmark = pytest.mark.browser
 

@@ -218,7 +218,7 @@ def test_customer_requested_requires_contact_and_time(app, client, factory):
                                       "requested_at": "2999-01-01T10:00:00Z"})
     assert_api_error(future, 400, "validation_error")
 
-    from models import Cancellation, Order, db
+    from models import Order, db
     with app.app_context():
         assert db.session.get(Order, shop["order_id"]).status == "pending"
 

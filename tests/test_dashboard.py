@@ -36,7 +36,7 @@ def chart_data(page):
 @pytest.fixture
 def store_with_cancellations(app, client, factory):
     """A fresh store, two managers, four cancellations (one of them three days ago)."""
-    from models import Cancellation, db, utcnow
+    from models import db, utcnow
 
     store = factory.store()
     product = factory.product(1000)
@@ -115,7 +115,7 @@ def test_other_stores_do_not_show(app, factory, store_with_cancellations):
 
 
 def test_pending_approvals_and_the_manual_queue(app, factory, store_with_cancellations):
-    from models import ApprovalRequest, Cancellation, db
+    from models import ApprovalRequest, db
 
     data = store_with_cancellations
     product = factory.product()
