@@ -11,13 +11,14 @@ PYTEST_ARGS ?=
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || \
 	(python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null && command -v python3))
 
-.PHONY: run test install lint clean help
+.PHONY: run test install lint clean help bench
 
 help:
 	@echo "make run      serve on http://127.0.0.1:$${PORT:-5000} (embedded SQLite + Redis, demo data)"
 	@echo "make test     run the test suite (PYTEST_ARGS='-k cli' to pass arguments)"
 	@echo "make install  create .venv and install the app with its test dependencies"
 	@echo "make lint     byte-compile every module (a quick syntax check)"
+	@echo "make bench    benchmark: bulk/single cancels, list page, worker RSS (DATABASE_URL, REDIS_URL, BENCH_*)"
 	@echo "make clean    delete the local database, embedded Redis files and caches"
 
 $(BIN)/python:
@@ -43,6 +44,9 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/flask --app app bench
 
 lint: $(STAMP)
 	$(BIN)/python -m compileall -q app.py config models cancellation blueprints tasks tests

@@ -9,10 +9,12 @@ from cancellation.reasons import CancellationReason
 from cancellation.service import (
     CancelOutcome, CancelRequest, cancel_order, get_visible_order, return_unreturned_stock,
 )
+from cancellation.partial import PartialCancelRequest, cancel_items, submit_items
 
 __all__ = [
     "AuditContext", "record", "verify_chain", "Blocked", "CancelDeskError",
     "ConcurrentModification", "Forbidden", "InvalidState", "NotFound", "ValidationFailed", "can",
     "evaluate_cancel", "visible_orders", "CancellationReason", "CancelOutcome", "CancelRequest",
-    "cancel_order", "get_visible_order", "return_unreturned_stock",
+    "cancel_order", "get_visible_order", "return_unreturned_stock", "PartialCancelRequest",
+    "cancel_items", "submit_items",
 ]

@@ -206,6 +206,7 @@ def approve(approval_id, approver, comment, context):
     Fails clearly — and leaves the order untouched — when the request is closed, lapsed, stale
     (marked `stale`), or when the approver's own policy would need approval (escalated).
     """
+    from cancellation.partial import PartialCancelRequest, perform_partial_cancel
     from cancellation.service import (
         CancelRequest, after_commit, load_order_for_update, perform_full_cancel,
     )
@@ -218,8 +219,11 @@ def approve(approval_id, approver, comment, context):
         approval = _lock(approval_id)
         failure = _closed(approval) or _lapsed(approval) or _stale(approval, order, approver,
                                                                    context)
+        # A request with items is a partial cancellation (cancellation/partial.py).
+        partial = bool(approval.payload.get("items"))
         if failure is None:
-            request = CancelRequest.from_payload(approval.payload)
+            request = (PartialCancelRequest if partial else CancelRequest).from_payload(
+                approval.payload)
             request.expected_version = None  # the request's version was checked just above
             decision = evaluate_cancel(approver, order, reason=request.reason)
             if decision.needs_approval:
@@ -228,7 +232,8 @@ def approve(approval_id, approver, comment, context):
             db.session.commit()  # what the failure recorded (stale, expired, escalated)
             raise failure
         before = {"status": approval.status}
-        cancellation = perform_full_cancel(order, approver, request, context)
+        cancellation = (perform_partial_cancel if partial else perform_full_cancel)(
+            order, approver, request, context)
         approval.status = "approved"
         approval.decided_by_id, approval.decided_at = approver.id, utcnow()
         approval.comment, approval.cancellation = comment, cancellation
@@ -370,8 +375,9 @@ def _close_other_requests(order, approved, context):
     others = db.session.scalars(select(ApprovalRequest).where(
         ApprovalRequest.order_id == order.id, ApprovalRequest.id != approved.id,
         ApprovalRequest.status.in_(OPEN))).all()
+    what = "was cancelled" if order.status == "cancelled" else "changed (items cancelled)"
     for other in others:
-        _mark_stale(other, f"Order {order.number} was cancelled when request #{approved.id} "
+        _mark_stale(other, f"Order {order.number} {what} when request #{approved.id} "
                     "was approved.", None, context)
 
 
@@ -455,6 +461,12 @@ def notice_message(notice):
     summary = [f"Order:   {order.number} ({order.store.name})",
                f"Total:   ${money(order.total_cents)}",
                f"Reason:  {reason}"]
+    lines = approval.payload.get("items") or []  # a partial cancellation: which items
+    items = {item.id: item for item in order.items} if lines else {}
+    for line in lines:
+        item = items.get(line["item_id"])
+        summary.append(f"Cancel:  {line['quantity']} x "
+                       f"{item.product.name if item else 'item #' + str(line['item_id'])}")
     link = f"{current_app.config.get('PUBLIC_BASE_URL', '').rstrip('/')}/approvals"
     if notice.event in ("requested", "escalated"):
         subject = (f"{'Escalated: ' if notice.event == 'escalated' else ''}Approval needed to "
@@ -475,7 +487,10 @@ def notice_message(notice):
     outcome = {
         "approved": (f"Approved: order {order.number} is cancelled",
                      f"{decider} approved your request #{approval.id}; order {order.number} "
-                     "has been cancelled."),
+                     "has been cancelled.") if not lines else (
+            f"Approved: items of order {order.number} are cancelled",
+            f"{decider} approved your request #{approval.id}; the items below were cancelled "
+            f"from order {order.number}."),
         "rejected": (f"Rejected: order {order.number} stays open",
                      f"{decider} rejected your request #{approval.id} to cancel order "
                      f"{order.number}. The order was not changed."),

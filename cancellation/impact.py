@@ -5,9 +5,9 @@ promise something the cancel does not do.
 """
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from models import StockLevel, db, money
+from models import Cancellation, StockLevel, db, money
 
 
 @dataclass
@@ -53,18 +53,40 @@ class Impact:
         }
 
 
-def plan_full_cancel(order):
-    """The effects of cancelling every open line of `order`. Reads only."""
-    open_lines = [item for item in order.items if item.open_quantity > 0]
+def stock_lines(order, lines, check_stock=True):
+    """What goes back to which stock row, for [(order item, quantity)]. Reads only.
+    Without `check_stock`, whether each product has a stock row is left unknown (None)."""
+    if not check_stock:
+        return [StockLine(item.id, item.product_id, item.product.sku, item.product.name,
+                          quantity, None) for item, quantity in lines]
     stocked = set(db.session.scalars(select(StockLevel.product_id).where(
         StockLevel.store_id == order.store_id,
-        StockLevel.product_id.in_([item.product_id for item in open_lines] or [-1]))))
+        StockLevel.product_id.in_([item.product_id for item, _ in lines] or [-1]))))
+    return [StockLine(item.id, item.product_id, item.product.sku, item.product.name, quantity,
+                      item.product_id in stocked)
+            for item, quantity in lines]
+
+
+def points_settled(order):
+    """(restored, reversed): the order's points earlier cancellations already settled — a
+    partial cancellation settles its share, so what is left to settle is the rest."""
+    if order.customer_id is None or not (order.points_redeemed or order.points_earned):
+        return 0, 0  # nothing to settle: no need to ask the database
+    restored, reversed_ = db.session.execute(
+        select(func.coalesce(func.sum(Cancellation.points_restored), 0),
+               func.coalesce(func.sum(Cancellation.points_reversed), 0))
+        .where(Cancellation.order_id == order.id, Cancellation.reinstated_at.is_(None))).one()
+    return int(restored), int(reversed_)
+
+
+def plan_full_cancel(order, check_stock=True):
+    """The effects of cancelling every open line of `order`. Reads only."""
+    open_lines = [(item, item.open_quantity) for item in order.items if item.open_quantity > 0]
+    restored, reversed_ = points_settled(order)
     impact = Impact(
-        lines=[StockLine(item.id, item.product_id, item.product.sku, item.product.name,
-                         item.open_quantity, item.product_id in stocked)
-               for item in open_lines],
+        lines=stock_lines(order, open_lines, check_stock),
         refund_cents=order.refundable_cents, refund_method=order.payment_method,
-        points_restored=order.points_redeemed if order.customer_id else 0,
-        points_reversed=order.points_earned if order.customer_id else 0,
+        points_restored=max(order.points_redeemed - restored, 0) if order.customer_id else 0,
+        points_reversed=max(order.points_earned - reversed_, 0) if order.customer_id else 0,
         notification_recipient=order.customer.email if order.customer else None)
     return impact

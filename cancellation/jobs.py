@@ -4,19 +4,21 @@ The checks run when the request arrives, so an operator gets 400/403/409 at once
 runs `cancel_order`, which checks again under the row lock, because the order may have changed in
 between.
 """
+from dataclasses import replace
 from datetime import timedelta
 
 from sqlalchemy import select
 
-from models import Cancellation, User, db, isoformat, utcnow
+from models import ApprovalRequest, Cancellation, Order, User, db, isoformat, utcnow
 from models.jobs import CancelJob
 
-from cancellation import outbox
+from cancellation import maintenance, outbox
 from cancellation.audit import AuditContext
 from cancellation.errors import CancelDeskError, NotFound
 from cancellation.policy import evaluate_cancel
 from cancellation.service import (
-    CancelRequest, cancel_order, file_approval_request, get_visible_order,
+    CancelOutcome, CancelRequest, cancel_future_in_series, cancel_order, file_approval_request,
+    get_visible_order,
 )
 
 TASK = "cancel_desk.run_cancel_job"
@@ -31,12 +33,17 @@ def submit_cancel(order_id, actor, request, context):
     job = CancelJob(order_id=order.id, user_id=actor.id, payload=request.to_payload(),
                     source=context.source, request_id=context.request_id, ip=context.ip)
     if decision.needs_approval:
-        approval = file_approval_request(order, actor, request, decision.why, context)
+        approval = file_approval_request(order, actor, replace(request, scope="this_instance"),
+                                         decision.why, context)
         job.status, job.approval_request_id = "pending_approval", approval.id
     db.session.add(job)
     db.session.commit()
     if job.status == "processing":
         outbox.hand_to_workers(TASK, job.id)
+    elif request.scope == "all_future" and order.series_id:
+        # The approver decides this order only; each later instance is handled now, on its own
+        # (as cancel_order does when the first order of an all_future request needs approval).
+        cancel_future_in_series(order, actor, request, context, CancelOutcome(order=order))
     return job
 
 
@@ -47,13 +54,21 @@ def run_cancel_job(job_id):
     if job is None or job.status != "processing":
         db.session.rollback()
         return job.status if job else "missing"
+    if maintenance.is_on(fresh=True):  # switched on since it was handed over: it waits
+        job.status = maintenance.QUEUED
+        db.session.commit()
+        return job.status
     job.attempts += 1
     db.session.commit()
     actor = db.session.get(User, job.user_id)
     context = AuditContext(request_id=job.request_id, ip=job.ip, source=job.source)
     try:
-        outcome = cancel_order(job.order_id, actor, CancelRequest.from_payload(job.payload),
-                               context)
+        if job.payload.get("items"):  # a partial cancellation (cancellation/partial.py)
+            from cancellation.partial import run_job_payload
+            outcome = run_job_payload(job.order_id, actor, job.payload, context)
+        else:
+            outcome = cancel_order(job.order_id, actor, CancelRequest.from_payload(job.payload),
+                                   context)
     except CancelDeskError as exc:
         job = db.session.get(CancelJob, job_id)
         done_before = _cancelled_by_this_job(job)
@@ -97,6 +112,11 @@ def cancel_status(order):
             return {"order_id": order.id, "status": "completed", "order_status": order.status,
                     "job_id": None}
         raise NotFound("No cancellation has been requested for this order.")
+    return job_state(job, order)
+
+
+def job_state(job, order):
+    """One job as GET .../cancel/status and GET /api/v1/cancel_jobs/:id answer it."""
     body = {"order_id": order.id, "status": job.status, "order_status": order.status,
             "job_id": job.id, "requested_at": isoformat(job.created_at),
             "finished_at": isoformat(job.finished_at)}
@@ -106,7 +126,29 @@ def cancel_status(order):
         body["cancellation_id"] = job.cancellation_id
     if job.approval_request_id:
         body["approval_request_id"] = job.approval_request_id
+    if (job.payload or {}).get("scope") == "all_future" and order.series_id \
+            and job.status in ("completed", "pending_approval"):
+        body.update(series_outcome(job, order))
     return body
+
+
+def series_outcome(job, order):
+    """Which later instances of the series an all_future job cancelled, and which it sent for
+    approval: what its user did to them between the job's request and its end."""
+    until = job.finished_at or utcnow()
+    since = job.created_at.replace(microsecond=0)
+    later = select(Order.id).where(Order.series_id == order.series_id,
+                                   Order.placed_at > order.placed_at)
+    cancelled = db.session.scalars(select(Cancellation.order_id).where(
+        Cancellation.order_id.in_(later), Cancellation.actor_id == job.user_id,
+        Cancellation.created_at >= since, Cancellation.created_at <= until)
+        .order_by(Cancellation.id)).all()
+    asked = db.session.scalars(select(ApprovalRequest.order_id).where(
+        ApprovalRequest.order_id.in_(later), ApprovalRequest.requested_by_id == job.user_id,
+        ApprovalRequest.created_at >= since, ApprovalRequest.created_at <= until)
+        .order_by(ApprovalRequest.id)).all()
+    return {"also_cancelled": list(dict.fromkeys(cancelled)),
+            "also_pending_approval": list(dict.fromkeys(asked))}
 
 
 def sweep_lost_jobs(stale_seconds):
@@ -120,4 +162,4 @@ def sweep_lost_jobs(stale_seconds):
     return len(ids)
 
 
-__all__ = ["submit_cancel", "run_cancel_job", "cancel_status", "sweep_lost_jobs"]
+__all__ = ["submit_cancel", "run_cancel_job", "cancel_status", "job_state", "sweep_lost_jobs"]

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 RETRYABLE = (DeliveryStatus.PENDING.value, DeliveryStatus.FAILED.value)
 TASKS = {Refund: "cancel_desk.deliver_refund", Notification: "cancel_desk.deliver_notification"}
+BATCH_TASKS = {Refund: "cancel_desk.deliver_refunds",
+               Notification: "cancel_desk.deliver_notifications"}
 FLAGS = {Refund: "flag_manual_refund", Notification: "flag_manual_notification"}
 
 
@@ -41,14 +43,37 @@ def send(model, row_id, countdown=None):
     hand_to_workers(TASKS[model], row_id, countdown)
 
 
+def send_many(model, row_ids):
+    """Hand many refunds or notifications to the workers as one task (a bulk job's batch)."""
+    hand_to_workers(BATCH_TASKS[model], list(row_ids))
+
+
+def _pending_ids(model, cancellation_ids):
+    return db.session.scalars(select(model.id).where(
+        model.cancellation_id.in_(cancellation_ids),
+        model.status == DeliveryStatus.PENDING.value).order_by(model.id)).all()
+
+
+def deliver_many(model, row_ids):
+    """Worker side of `send_many`: each row is claimed and delivered exactly as on its own."""
+    deliver_one = deliver_refund if model is Refund else deliver_notification
+    return [deliver_one(row_id) for row_id in row_ids]
+
+
 def dispatch_for(cancellation):
     """After commit: queue the pending outbox rows a cancellation wrote."""
     for model in (Refund, Notification):
-        ids = db.session.scalars(select(model.id).where(
-            model.cancellation_id == cancellation.id,
-            model.status == DeliveryStatus.PENDING.value)).all()
-        for row_id in ids:
+        for row_id in _pending_ids(model, [cancellation.id]):
             send(model, row_id)
+
+
+def dispatch_for_batch(cancellation_ids):
+    """After a bulk batch: its pending outbox rows as one task per kind, not one per row."""
+    for model in (Refund, Notification):
+        ids = _pending_ids(model, cancellation_ids) if cancellation_ids else []
+        db.session.rollback()
+        if ids:
+            send_many(model, ids)
 
 
 def backoff_seconds(attempts):

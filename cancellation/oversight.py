@@ -218,6 +218,18 @@ def after_cancellation(actor, cancellation, context=None):
         return []
 
 
+def after_cancellations(actor, store_id, context=None):
+    """The same check after a batch of a bulk job committed (once per batch and store)."""
+    try:
+        flags = check_abuse(actor.id, store_id, context)
+        db.session.commit()
+        return flags
+    except Exception:  # noqa: BLE001 - monitoring must never fail a bulk job
+        db.session.rollback()
+        log.warning("abuse check after a bulk batch by user %s failed", actor.id, exc_info=True)
+        return []
+
+
 def check_abuse(user_id, store_id, context=None, now=None):
     """Both checks, each one or two COUNT queries; returns the flags raised (not committed)."""
     now = now or utcnow()

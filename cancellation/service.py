@@ -4,10 +4,11 @@ Every entry point (panel, API v1, API v2, bulk and approval tasks) calls `cancel
 else changes an order's status to cancelled.
 """
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.orm import aliased, joinedload
 from sqlalchemy.orm.exc import StaleDataError
 
 from models import (
@@ -16,10 +17,10 @@ from models import (
 )
 from models.order import CANCELLABLE_STATUSES, OrderStatus, PaymentStatus
 
-from cancellation import outbox, oversight
+from cancellation import maintenance, outbox, oversight
 from cancellation.audit import AuditContext, record
 from cancellation.impact import plan_full_cancel
-from cancellation.errors import ConcurrentModification, InvalidState, ValidationFailed
+from cancellation.errors import ConcurrentModification, InvalidState, NotFound, ValidationFailed
 from cancellation.policy import evaluate_cancel, require_visible
 from cancellation.reasons import REASON_CODES, REQUEST_CHANNELS, CancellationReason
 
@@ -97,6 +98,9 @@ class CancelOutcome:
     approval_request: ApprovalRequest | None = None
     also_cancelled: list = field(default_factory=list)
     also_pending_approval: list = field(default_factory=list)
+    # Later instances of the series that could not be cancelled: dicts of order_id, number,
+    # code and message (a blocker, a state that changed, a permission).
+    also_failed: list = field(default_factory=list)
 
     @property
     def needs_approval(self):
@@ -111,7 +115,9 @@ def load_order_for_update(order_id):
     takes KEY SHARE), which FOR UPDATE would block — a deadlock with any transaction that holds
     such a row's parent and then waits for this order."""
     return db.session.scalar(
-        select(Order).where(Order.id == order_id).with_for_update(key_share=True)
+        select(Order).where(Order.id == order_id)
+        .options(joinedload(Order.customer), joinedload(Order.store))  # read in the same trip
+        .with_for_update(key_share=True, of=Order)
         .execution_options(populate_existing=True))
 
 
@@ -128,11 +134,17 @@ def cancel_order(order_id, actor, request, context=None):
         decision = evaluate_cancel(actor, order, reason=request.reason,
                                    expected_version=request.expected_version)
         if decision.needs_approval:
-            approval = file_approval_request(order, actor, request, decision.why, context)
+            # The approver performs this order's cancellation only; the later instances of an
+            # all_future request are handled below, each on its own.
+            approval = file_approval_request(order, actor, replace(request,
+                                                                   scope="this_instance"),
+                                             decision.why, context)
             db.session.commit()
-            return CancelOutcome(order=order, approval_request=approval)
-        cancellation = perform_full_cancel(order, actor, request, context)
-        db.session.commit()
+            outcome = CancelOutcome(order=order, approval_request=approval)
+        else:
+            cancellation = perform_full_cancel(order, actor, request, context)
+            db.session.commit()
+            outcome = None
     except StaleDataError:
         db.session.rollback()
         current = db.session.get(Order, order_id)
@@ -140,13 +152,11 @@ def cancel_order(order_id, actor, request, context=None):
     except Exception:
         db.session.rollback()
         raise
-    after_commit(actor, cancellation, context)
-    outcome = CancelOutcome(order=order, cancellation=cancellation)
+    if outcome is None:
+        after_commit(actor, cancellation, context)
+        outcome = CancelOutcome(order=order, cancellation=cancellation)
     if request.scope == "all_future" and order.series_id:
-        later = cancel_future_in_series(order, actor, request, context)
-        # A later instance this actor may not cancel directly got an approval request instead.
-        outcome.also_cancelled = [o for o in later if not o.needs_approval]
-        outcome.also_pending_approval = [o for o in later if o.needs_approval]
+        cancel_future_in_series(order, actor, request, context, outcome)
     return outcome
 
 
@@ -158,30 +168,60 @@ def after_commit(actor, cancellation, context):
     oversight.after_cancellation(actor, cancellation, context)
 
 
-def cancel_future_in_series(order, actor, request, context):
-    """Cancel every later, still-cancellable order of the recurring series, each on its own."""
-    later_ids = db.session.scalars(
-        select(Order.id).where(Order.series_id == order.series_id,
-                               Order.placed_at > order.placed_at,
-                               Order.status.in_(CANCELLABLE_STATUSES))
-        .order_by(Order.placed_at)).all()
-    done = []
-    single = CancelRequest(**{**request.__dict__, "scope": "this_instance",
-                              "expected_version": None})
+def later_in_series(order):
+    """select() of the ids of the later, still-cancellable orders of the order's series — what
+    scope all_future cancels besides the order itself."""
+    return (select(Order.id).where(Order.series_id == order.series_id,
+                                   Order.placed_at > order.placed_at,
+                                   Order.status.in_(CANCELLABLE_STATUSES))
+            .order_by(Order.placed_at, Order.id))
+
+
+def later_in_series_counts(orders):
+    """{order id: how many later instances all_future would cancel} for the orders of a page
+    that belong to a series, in one query."""
+    ids = [o.id for o in orders if o.series_id]
+    if not ids:
+        return {}
+    later = aliased(Order)
+    rows = db.session.execute(
+        select(Order.id, func.count(later.id)).join(later, and_(
+            later.series_id == Order.series_id, later.placed_at > Order.placed_at,
+            later.status.in_(CANCELLABLE_STATUSES)))
+        .where(Order.id.in_(ids)).group_by(Order.id)).all()
+    return {**dict.fromkeys(ids, 0), **dict(rows)}
+
+
+def cancel_future_in_series(order, actor, request, context, outcome):
+    """Cancel every later, still-cancellable order of the recurring series, each on its own,
+    and record on `outcome` which were cancelled, sent for approval, or could not be."""
+    later_ids = db.session.scalars(later_in_series(order)).all()
+    single = replace(request, scope="this_instance", expected_version=None)
     for later_id in later_ids:
         try:
             result = cancel_order(later_id, actor, single, context)
+        except NotFound:
+            continue  # not the actor's to see: not theirs to hear about either
         except Exception as exc:  # one blocked instance never stops the rest
             log.info("series %s: order %s not cancelled: %s", order.series_id, later_id, exc)
+            number = db.session.scalar(select(Order.number).where(Order.id == later_id))
+            outcome.also_failed.append({
+                "order_id": later_id, "number": number, "code": getattr(exc, "code", "error"),
+                "message": getattr(exc, "message", "It could not be cancelled.")})
             continue
-        done.append(result)
-    return done
+        # An instance this actor may not cancel directly got an approval request instead.
+        (outcome.also_pending_approval if result.needs_approval
+         else outcome.also_cancelled).append(result)
+    return outcome
 
 
 def perform_full_cancel(order, actor, request, context):
     """All of SPEC §2 inside the caller's transaction; the caller commits."""
+    # While maintenance is on, cancellations are queued (maintenance.queue_cancel); whatever
+    # still reaches this point (an approval decision, a job already in flight) is refused.
+    maintenance.refuse_while_on(maintenance.CANCELLING_PAUSED)
     before = order_snapshot(order)
-    impact = plan_full_cancel(order)
+    impact = plan_full_cancel(order, check_stock=False)  # return_stock finds out, row by row
     refund_cents = impact.refund_cents
     order.previous_status = order.status
     order.status = OrderStatus.CANCELLED.value
@@ -195,7 +235,8 @@ def perform_full_cancel(order, actor, request, context):
         request_contact=request.request_contact, request_channel=request.request_channel,
         requested_at=request.requested_at, actor_id=getattr(actor, "id", None),
         source=context.source, previous_status=order.previous_status,
-        notify_customer=request.notify_customer)
+        notify_customer=request.notify_customer, order_version=order.version,
+        refund_cents=max(refund_cents, 0), items=[])  # an empty collection: never lazy-loaded
     db.session.add(cancellation)
     items = {item.id: item for item in order.items}
     lines = [(items[line.order_item_id], line.quantity) for line in impact.lines]
@@ -206,7 +247,6 @@ def perform_full_cancel(order, actor, request, context):
     refund = queue_refund(order, cancellation, refund_cents)
     notification = queue_notification(order, cancellation) if request.notify_customer else None
     db.session.flush()
-    cancellation.order_version = order.version
     record(actor, "order.cancelled", target_type="order", target_id=order.id,
            store_id=order.store_id, order_id=order.id, before=before,
            after={**order_snapshot(order), "cancellation_id": cancellation.id,
@@ -230,34 +270,37 @@ def return_stock(order, cancellation, lines):
     A missing stock row does not stop the cancellation: the line is recorded as not returned and
     the cancellation is flagged for inventory reconciliation.
     """
-    for item, quantity in sorted(lines, key=lambda line: line[0].product_id):
-        released = db.session.execute(
-            update(StockLevel)
-            .where(StockLevel.store_id == order.store_id,
-                   StockLevel.product_id == item.product_id)
-            .values(reserved=StockLevel.reserved - quantity)
-            .execution_options(synchronize_session=False)).rowcount
-        cancellation.items.append(CancellationItem(
-            order_item_id=item.id, product_id=item.product_id, quantity=quantity,
-            stock_returned=bool(released)))
-        if not released:
-            cancellation.flag_inventory_reconciliation = True
+    # No autoflush: the lines are inserted together at the next flush, not one by one.
+    with db.session.no_autoflush:
+        for item, quantity in sorted(lines, key=lambda line: line[0].product_id):
+            released = db.session.execute(
+                update(StockLevel)
+                .where(StockLevel.store_id == order.store_id,
+                       StockLevel.product_id == item.product_id)
+                .values(reserved=StockLevel.reserved - quantity)
+                .execution_options(synchronize_session=False)).rowcount
+            cancellation.items.append(CancellationItem(
+                order_item_id=item.id, product_id=item.product_id, quantity=quantity,
+                stock_returned=bool(released)))
+            if not released:
+                cancellation.flag_inventory_reconciliation = True
 
 
 def restore_loyalty_points(order, cancellation, restored, reversed_):
     """Give back points redeemed on the order and take back points it earned."""
     if order.customer_id is None:
         return
+    what = "items cancelled" if cancellation.kind == "partial" else "order cancelled"
     if restored:
         db.session.add(LoyaltyEntry(customer_id=order.customer_id, order_id=order.id,
                                     cancellation=cancellation, points=restored,
                                     kind=LoyaltyKind.RESTORED.value,
-                                    note=f"Redeemed on {order.number}, order cancelled"))
+                                    note=f"Redeemed on {order.number}, {what}"))
     if reversed_:
         db.session.add(LoyaltyEntry(customer_id=order.customer_id, order_id=order.id,
                                     cancellation=cancellation, points=-reversed_,
                                     kind=LoyaltyKind.REVERSED.value,
-                                    note=f"Earned on {order.number}, order cancelled"))
+                                    note=f"Earned on {order.number}, {what}"))
     if restored or reversed_:
         db.session.execute(
             update(Customer).where(Customer.id == order.customer_id)
@@ -280,12 +323,12 @@ def queue_refund(order, cancellation, amount_cents):
     """Write the refund to the outbox; the gateway is called by a worker after commit."""
     if amount_cents <= 0:
         return None
+    cancellation.refund_cents = amount_cents  # before the flush: one INSERT, no UPDATE after it
     db.session.flush()
     refund = Refund(order_id=order.id, cancellation_id=cancellation.id,
                     amount_cents=amount_cents, method=order.payment_method,
                     idempotency_key=f"refund-cancellation-{cancellation.id}")
     db.session.add(refund)
-    cancellation.refund_cents = amount_cents
     return refund
 
 
@@ -310,9 +353,13 @@ def file_approval_request(order, actor, request, why, context, justification=Non
         ApprovalRequest.order_id == order.id, ApprovalRequest.requested_by_id == actor.id,
         ApprovalRequest.status.in_(approvals.OPEN)))
     if pending is not None:
-        if pending.order_version == order.version:
+        # A partial request for other items is another decision: it replaces the open one.
+        same_items = pending.payload.get("items") == request.to_payload().get("items")
+        if pending.order_version == order.version and same_items:
             return pending
-        approvals._mark_stale(pending, approvals.stale_reason(pending, order), actor, context)
+        approvals._mark_stale(pending, approvals.stale_reason(pending, order) or (
+            "Replaced by a newer request of the same requester for other items."), actor,
+            context)
     approval = ApprovalRequest(order_id=order.id, requested_by_id=actor.id,
                                justification=justification, payload=request.to_payload(),
                                why=why, order_version=order.version, created_at=utcnow())

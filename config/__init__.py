@@ -42,6 +42,8 @@ class Base:
     WTF_CSRF_TIME_LIMIT = None
     FLASK_ADMIN_SWATCH = "default"
     ORDERS_PER_PAGE = 25
+    # A partial cancellation of more lines than this runs in a worker (a CancelJob, 202).
+    PARTIAL_SYNC_MAX_LINES = 50
     # Outbox delivery: retries with exponential back-off, then manual handling.
     DELIVERY_MAX_ATTEMPTS = 5
     DELIVERY_BACKOFF_SECONDS = 30.0
@@ -55,6 +57,12 @@ class Base:
     # API v2 rate limit per user (Flask-Limiter syntax); the runbook says wait 60 s on a 429.
     API_V2_RATE_LIMIT = "120 per minute"
     API_TOKEN_TTL_DAYS = 90
+    # Bulk jobs: orders per header task of the chord, the most one job may take, and how long a
+    # job may make no progress before the watchdog re-dispatches its pending items.
+    BULK_BATCH_SIZE = 100
+    BULK_MAX_ORDERS = 20000
+    BULK_STALL_SECONDS = 120.0
+    BULK_WATCHDOG_INTERVAL = 30.0
 
     @classmethod
     def from_env(cls):
@@ -66,10 +74,12 @@ class Base:
             settings["SQLALCHEMY_DATABASE_URI"] = database_url(os.environ["DATABASE_URL"])
         if os.environ.get("REDIS_URL"):
             settings["REDIS_URL"] = os.environ["REDIS_URL"]
-        for key in ("DELIVERY_MAX_ATTEMPTS", "ORDERS_PER_PAGE"):
+        for key in ("DELIVERY_MAX_ATTEMPTS", "ORDERS_PER_PAGE", "BULK_BATCH_SIZE",
+                    "BULK_MAX_ORDERS"):
             if os.environ.get(key):
                 settings[key] = int(os.environ[key])
-        for key in ("DELIVERY_BACKOFF_SECONDS", "OUTBOX_STALE_SECONDS", "OUTBOX_SWEEP_INTERVAL"):
+        for key in ("DELIVERY_BACKOFF_SECONDS", "OUTBOX_STALE_SECONDS", "OUTBOX_SWEEP_INTERVAL",
+                    "BULK_STALL_SECONDS", "BULK_WATCHDOG_INTERVAL"):
             if os.environ.get(key):
                 settings[key] = float(os.environ[key])
         if os.environ.get("PUBLIC_BASE_URL"):
@@ -96,6 +106,9 @@ class Testing(Development):
     DELIVERY_BACKOFF_SECONDS = 0.2
     OUTBOX_STALE_SECONDS = 2.0
     OUTBOX_SWEEP_INTERVAL = 1.0
+    BULK_BATCH_SIZE = 50
+    BULK_STALL_SECONDS = 3.0
+    BULK_WATCHDOG_INTERVAL = 1.0
     SECRET_KEY = "testing-secret-key"
 
 

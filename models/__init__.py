@@ -51,6 +51,7 @@ from models.setting import Setting  # noqa: E402
 from models.idempotency import IdempotencyKey  # noqa: E402
 from models.jobs import CancelJob  # noqa: E402
 from models.oversight import AbuseFlag  # noqa: E402
+from models.bulk import BulkJob, BulkJobItem  # noqa: E402
 
 __all__ = [
     "db", "utcnow", "isoformat", "money", "Store", "ApiToken", "Role", "User", "user_stores",
@@ -58,5 +59,5 @@ __all__ = [
     "OrderStatus", "PaymentStatus", "ShipmentStatus", "ApprovalRequest", "Cancellation",
     "CancellationItem", "DeliveryStatus", "MailMessage", "Notification", "Refund",
     "SimulatedPayout", "AuditChainHead", "AuditEvent", "Setting", "IdempotencyKey", "CancelJob",
-    "AbuseFlag",
+    "AbuseFlag", "BulkJob", "BulkJobItem",
 ]

@@ -1,4 +1,7 @@
 """Settings an admin changes at run time (thresholds, switches), with typed defaults."""
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 from sqlalchemy import JSON, String
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -19,6 +22,9 @@ DEFAULTS = {
 }
 
 
+_snapshot = ContextVar("settings_snapshot", default=None)
+
+
 class Setting(db.Model):
     __tablename__ = "settings"
 
@@ -27,8 +33,25 @@ class Setting(db.Model):
 
     @classmethod
     def get(cls, key):
+        remembered = _snapshot.get()
+        if remembered is not None and key in remembered:
+            return remembered[key]
         row = db.session.get(cls, key)
-        return DEFAULTS[key] if row is None else row.value
+        value = DEFAULTS[key] if row is None else row.value
+        if remembered is not None:
+            remembered[key] = value
+        return value
+
+    @classmethod
+    @contextmanager
+    def snapshot(cls):
+        """Read each setting at most once inside the block (a bulk batch: the thresholds of
+        one batch need not be read again for each of its orders)."""
+        token = _snapshot.set({})
+        try:
+            yield
+        finally:
+            _snapshot.reset(token)
 
     @classmethod
     def put(cls, key, value):

@@ -33,6 +33,12 @@ def celery_init_app(app):
                              "schedule": app.config["OUTBOX_SWEEP_INTERVAL"]},
             "sweep-cancel-jobs": {"task": "cancel_desk.sweep_cancel_jobs",
                                   "schedule": app.config["OUTBOX_SWEEP_INTERVAL"]},
+            "bulk-watchdog": {"task": "cancel_desk.bulk_watchdog",
+                              "schedule": app.config["BULK_WATCHDOG_INTERVAL"]},
+            # Cancellations queued in maintenance mode run once it is off, even when the message
+            # sent at the switch was lost.
+            "release-queued-cancellations": {"task": "cancel_desk.release_queued",
+                                             "schedule": app.config["OUTBOX_SWEEP_INTERVAL"]},
             "purge-idempotency-keys": {"task": "cancel_desk.purge_idempotency_keys",
                                        "schedule": app.config["IDEMPOTENCY_PURGE_INTERVAL"]},
             "expire-approval-requests": {
@@ -46,6 +52,8 @@ def celery_init_app(app):
     import tasks.cancel  # noqa: F401  (registers the tasks)
     import tasks.delivery  # noqa: F401
     import tasks.approvals  # noqa: F401
+    import tasks.bulk  # noqa: F401
+    import tasks.maintenance  # noqa: F401
     return celery
 
 
@@ -54,3 +62,5 @@ def _sweep_at_start(sender, **_kwargs):
     """Outbox rows whose task died with the last worker go out as soon as a worker is back."""
     sender.app.send_task("cancel_desk.sweep_outbox")
     sender.app.send_task("cancel_desk.sweep_cancel_jobs")
+    sender.app.send_task("cancel_desk.bulk_watchdog")
+    sender.app.send_task("cancel_desk.release_queued")

@@ -2,6 +2,7 @@
 from celery import shared_task
 
 from cancellation import outbox
+from models import Notification, Refund
 
 
 @shared_task(name="cancel_desk.deliver_refund")
@@ -17,3 +18,13 @@ def deliver_notification(notification_id):
 @shared_task(name="cancel_desk.sweep_outbox")
 def sweep_outbox():
     return outbox.sweep()
+
+
+@shared_task(name="cancel_desk.deliver_refunds")
+def deliver_refunds(refund_ids):
+    return outbox.deliver_many(Refund, refund_ids)
+
+
+@shared_task(name="cancel_desk.deliver_notifications")
+def deliver_notifications(notification_ids):
+    return outbox.deliver_many(Notification, notification_ids)

@@ -251,6 +251,41 @@ class Factory:
             db.session.commit()
             return order.id
 
+    def many_orders(self, store_id, count, product_ids, *, customer_id=None, quantity=1,
+                    price_cents=1000, tax_rate=0.1, status="pending", paid=True, **columns):
+        """`count` orders of one line per product, written set-based (a bulk job's thousands
+        would take minutes one by one); reserves their stock. Returns the ids in order."""
+        from models import Order, OrderItem, StockLevel, db, utcnow
+
+        lines = len(product_ids)
+        subtotal = lines * quantity * price_cents
+        tax = round(subtotal * tax_rate)
+        tag = self._unique()
+        with self.app.app_context():
+            now = utcnow()
+            db.session.execute(db.insert(Order), [dict(
+                number=f"M-{tag}-{n:05d}", store_id=store_id, customer_id=customer_id,
+                status=status, placed_at=now, updated_at=now, subtotal_cents=subtotal,
+                tax_cents=tax, discount_cents=0, total_cents=subtotal + tax,
+                paid_cents=subtotal + tax if paid else 0, refunded_cents=0,
+                payment_status="paid" if paid else "unpaid",
+                payment_method="card" if paid else None, points_earned=0, points_redeemed=0,
+                billing_hold=False, shipment_status="not_shipped", version=1,
+                **columns) for n in range(count)])
+            ids = db.session.scalars(db.select(Order.id).where(
+                Order.number.like(f"M-{tag}-%")).order_by(Order.number)).all()
+            db.session.execute(db.insert(OrderItem), [
+                dict(order_id=order_id, product_id=product_id, quantity=quantity,
+                     unit_price_cents=price_cents, cancelled_quantity=0)
+                for order_id in ids for product_id in product_ids])
+            if status in ("pending", "in_progress", "on_hold"):
+                for product_id in product_ids:
+                    db.session.execute(db.update(StockLevel).where(
+                        StockLevel.store_id == store_id, StockLevel.product_id == product_id)
+                        .values(reserved=StockLevel.reserved + count * quantity))
+            db.session.commit()
+            return ids
+
     def shop(self, *, role="admin", status="pending", quantity=2, price_cents=2500, **order_kw):
         """A store with one stocked product, a customer, an order, and a user of `role` there.
 

@@ -206,6 +206,9 @@ class SettingView(AuditedModelView):
     audit_fields = ("key", "value")
 
     def on_model_change(self, form, model, is_created):
+        if model.key == "maintenance_mode":
+            # One way to switch it: the Maintenance page audits it and releases the queue.
+            raise ValidationError("Switch maintenance mode on the Maintenance page.")
         default = DEFAULTS.get(model.key)
         if isinstance(default, bool) and not isinstance(model.value, bool):
             raise ValidationError(f"{model.key} must be true or false.")
@@ -233,6 +236,8 @@ def init_admin(app):
                                   url="/admin/stock"))
     admin.add_view(SettingView(Setting, db, name="Settings", endpoint="admin_settings",
                                url="/admin/settings"))
+    from blueprints.admin.maintenance import init_maintenance_view
+    init_maintenance_view(admin, AdminOnly)
     admin.add_link(MenuLink(name="Back to Cancel Desk", endpoint="orders.index"))
 
     app.extensions["cancel_desk_admin"] = admin

@@ -15,7 +15,9 @@ COMMON_ERRORS = {400: "Invalid input or invalid order state", 401: "No or bad be
                  403: "Not permitted", 404: "Not found (or another store's order)",
                  409: "Blocked: billing hold, shipment in transit, stale version, "
                       "request in progress", 422: "Idempotency key reused with another body",
-                 429: "Rate limited; see Retry-After"}
+                 429: "Rate limited; see Retry-After",
+                 503: "Maintenance in progress (maintenance_mode): nothing was changed; "
+                      "retry when it ends"}
 
 
 def documented(summary, *, body=None, query=None, responses=None, errors=(400, 401, 403, 404),

@@ -158,9 +158,50 @@ class OrderDetail(OrderSummary):
     flags: Flags
 
 
-class ApprovalAccepted(Out):
-    approval_request: Approval
+class SeriesProblem(Out):
+    order_id: int
+    number: str | None
+    code: str
     message: str
+
+
+class ApprovalAccepted(Out):
+    """Accepted, not done yet: approval is required (approval_request), or maintenance mode
+    queued the cancel (queued, job_id, status_url; poll GET /api/v1/cancel_jobs/:id)"""
+
+    approval_request: Approval | None = None
+    message: str
+    queued: bool | None = None
+    order_id: int | None = None
+    job_id: int | None = None
+    status: Literal["queued"] | None = None
+    status_url: str | None = None
+    # scope all_future: what happened to the later instances of the series
+    also_cancelled: list[int] | None = None
+    approval_requested: list[Approval] | None = None
+    also_failed: list[SeriesProblem] | None = None
+
+
+class ItemsCancelled(OrderDetail):
+    """The order after the partial cancellation (as GET /api/v1/orders/:id), with what the
+    cancellation did"""
+
+    cancellation: Cancellation
+    message: str
+
+
+class ItemsAccepted(Out):
+    """Accepted, not done yet: approval is required (approval_request); or a worker cancels the
+    items — a long request (status processing) or one made in maintenance mode (queued, run when
+    it ends): poll status_url"""
+
+    message: str
+    approval_request: Approval | None = None
+    queued: bool | None = None
+    order_id: int | None = None
+    job_id: int | None = None
+    status: Literal["processing", "queued"] | None = None
+    status_url: str | None = None
 
 
 class StockLevel(Out):
@@ -308,6 +349,10 @@ class CancelAccepted(Out):
     job_id: int
     status_url: str
     approval_request: Approval | None = None
+    queued: bool | None = None  # maintenance mode: processed when it ends
+    message: str | None = None
+    also_cancelled: list[int] | None = None
+    also_pending_approval: list[int] | None = None
 
 
 class CancelState(Out):
@@ -320,6 +365,9 @@ class CancelState(Out):
     error: Problem | None = None
     cancellation_id: int | None = None
     approval_request_id: int | None = None
+    # scope all_future: later instances of the series this job cancelled / sent for approval
+    also_cancelled: list[int] | None = None
+    also_pending_approval: list[int] | None = None
 
 
 class Reason(Out):
@@ -396,3 +444,45 @@ class ApprovalDecided(Out):
 
 class ApprovalRequestView(Out):
     approval_request: ApprovalRequestDetail
+
+
+BulkJobStatusName = Literal["queued", "running", "completed", "completed_with_errors", "failed"]
+
+
+class BulkAccepted(Out):
+    job_id: int
+    status: BulkJobStatusName
+    total: int
+    status_url: str
+    page_url: str
+
+
+class BulkItem(Out):
+    order_id: int
+    order_number: str | None
+    status: Literal["pending", "succeeded", "failed"]
+    error: str | None
+    message: str | None
+    cancellation_id: int | None
+    finished_at: str | None
+
+
+class BulkJobState(Out):
+    id: int
+    status: BulkJobStatusName
+    total: int
+    processed: int
+    succeeded: int
+    failed: int
+    pending: int
+    percent: int
+    reason: str
+    notes: str | None
+    notify_customer: bool
+    retry_of: int | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    page: int
+    per_page: int
+    items: list[BulkItem]

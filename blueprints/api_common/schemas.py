@@ -78,6 +78,10 @@ class V2CancelBody(Body):
     notify_stakeholders: StrictBool = True
     version: StrictInt | None = Field(default=None, ge=1, le=ID_MAX,
                                       description="the version you saw; stale -> 409")
+    scope: Literal["this_instance", "all_future"] = Field(
+        default="this_instance",
+        description="recurring orders: this order only, or also every later order of its "
+                    "series that is still cancellable")
 
 
 class ReinstateBody(Body):
@@ -91,6 +95,27 @@ class ReinstateBody(Body):
 class ApprovalItem(Body):
     item_id: StrictInt = Field(ge=1, le=ID_MAX)
     quantity: StrictInt = Field(ge=1, le=100000)
+
+
+class CancelItemLine(Body):
+    item_id: StrictInt = Field(ge=1, le=ID_MAX, description="an item of the order (its id)")
+    quantity: StrictInt = Field(ge=1, le=100000,
+                                description="how many to cancel: 1 up to the open quantity")
+
+
+class CancelItemsBody(Body):
+    """PUT /api/v1/orders/:id/items — partial cancellation"""
+
+    items: list[CancelItemLine] = Field(
+        min_length=1, max_length=500,
+        description="each item once; more lines than PARTIAL_SYNC_MAX_LINES (default 50) are "
+                    "cancelled by a worker (202 with the job)")
+    reason: Reason
+    notes: str | None = Field(default=None, max_length=2000)
+    version: StrictInt | None = Field(default=None, ge=1, le=ID_MAX,
+                                      description="the version you saw; stale -> 409")
+    notify_customer: StrictBool = True
+    customer_request: CustomerRequest | None = None
 
 
 class ApprovalRequestBody(Body):
@@ -121,3 +146,39 @@ class RejectBody(Body):
 
     comment: str = Field(min_length=1, max_length=2000,
                          description="why not; the requester reads it (required)")
+
+
+class BulkUpdateBody(Body):
+    """POST /api/v1/orders/bulk_update"""
+
+    order_ids: list[StrictInt] = Field(min_length=1, max_length=20000,
+                                       description="the orders to cancel (duplicates ignored)")
+    status: Literal["cancelled"]
+    reason: Reason
+    notes: str | None = Field(default=None, max_length=2000)
+    notify_customer: StrictBool = True
+
+    @field_validator("order_ids")
+    @classmethod
+    def _ids_in_range(cls, ids):
+        bad = [i for i in ids if not 1 <= i <= ID_MAX]
+        if bad:
+            raise ValueError(f"order ids must be between 1 and {ID_MAX} (got {bad[0]})")
+        return ids
+
+
+class BulkJobQuery(Body):
+    """GET /api/v1/bulk_jobs/:id: the items come failed first, then pending, then done."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    page: int = Field(default=1, ge=1, le=100000)
+    per_page: int = Field(default=500, ge=0, le=20000,
+                          description="items per page; 0 for the counts only")
+
+
+class RetryBody(Body):
+    """POST /api/v1/bulk_jobs/:id/retry (the body is optional)"""
+
+    notes: str | None = Field(default=None, max_length=2000,
+                              description="notes for the new job (default: the old job's)")

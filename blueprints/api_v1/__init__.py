@@ -1,7 +1,7 @@
 """API v1 — the CMS document's endpoints. Parse, authorize, call the domain, serialize."""
 from typing import Literal
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, jsonify, url_for
 from flask_login import current_user
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, or_, select
@@ -9,9 +9,10 @@ from sqlalchemy import func, or_, select
 from cancellation import (
     CancelRequest, cancel_order, get_visible_order, return_unreturned_stock, visible_orders,
 )
-from cancellation import approvals, outbox
-from cancellation.errors import ValidationFailed
-from models import Customer, Order, StockLevel, db, isoformat
+from cancellation import approvals, maintenance, outbox
+from cancellation.errors import NotFound, ValidationFailed
+from cancellation.jobs import job_state
+from models import CancelJob, Customer, Order, Role, StockLevel, db, isoformat
 from models.order import OrderStatus, PaymentStatus, ShipmentStatus
 
 from blueprints.api_common import responses as out
@@ -115,6 +116,9 @@ def inventory():
             errors=(400, 403, 404, 409))
 @requires("request_cancellation")
 def update_status(order_id):
+    """202 with `approval_request` when approval is required; 202 with `queued` in maintenance
+    mode (poll `status_url`). Scope all_future adds what happened to the later orders of the
+    series: `also_cancelled`, `approval_requested`, `also_failed`."""
     body = parse_json(CancelOrderBody)
     contact = body.customer_request
     request = CancelRequest(
@@ -123,18 +127,44 @@ def update_status(order_id):
         request_contact=contact.contact if contact else None,
         request_channel=contact.channel if contact else None,
         requested_at=contact.requested_at if contact else None)
+    if maintenance.is_on():
+        job = maintenance.queue_cancel(order_id, current_user, request, audit_context("api_v1"))
+        return jsonify(maintenance.queued_answer(
+            job, url_for("api_v1.cancel_job", job_id=job.id))), 202
     outcome = cancel_order(order_id, current_user, request, audit_context("api_v1"))
     if outcome.needs_approval:
         return jsonify({"approval_request": approval_dict(outcome.approval_request),
-                        "message": "Approval is required before this order can be cancelled."
-                        }), 202
+                        "message": "Approval is required before this order can be cancelled.",
+                        **series_fields(outcome)}), 202
     body = order_dict(db.session.get(Order, order_id), current_user)
+    return jsonify({**body, **series_fields(outcome)})
+
+
+def series_fields(outcome):
+    """Scope all_future: the later orders of the series cancelled, sent for approval, refused."""
+    fields = {}
     if outcome.also_cancelled:
-        body["also_cancelled"] = [o.order.id for o in outcome.also_cancelled]
+        fields["also_cancelled"] = [o.order.id for o in outcome.also_cancelled]
     if outcome.also_pending_approval:
-        body["approval_requested"] = [approval_dict(o.approval_request)
-                                      for o in outcome.also_pending_approval]
-    return jsonify(body)
+        fields["approval_requested"] = [approval_dict(o.approval_request)
+                                        for o in outcome.also_pending_approval]
+    if outcome.also_failed:
+        fields["also_failed"] = outcome.also_failed
+    return fields
+
+
+@bp.get("/cancel_jobs/<int:job_id>")
+@documented("A cancellation queued in maintenance mode, and its outcome",
+            responses={200: out.CancelState}, errors=(401, 403, 404))
+@requires("request_cancellation")
+def cancel_job(job_id):
+    """`queued` until maintenance ends, then `processing` and `completed`, `failed` (with the
+    error that stopped it) or `pending_approval`. Only its requester and admins see a job."""
+    job = db.session.get(CancelJob, job_id)
+    if job is None or not (job.user_id == current_user.id
+                           or current_user.role == Role.ADMIN.value):
+        raise NotFound("Cancel job not found.")
+    return jsonify(job_state(job, db.session.get(Order, job.order_id)))
 
 
 @bp.post("/orders/<int:order_id>/refund")
@@ -235,18 +265,22 @@ def get_approval_request(approval_id):
 
 @bp.post("/approval_requests/<int:approval_id>/approve")
 @documented("Approve: perform the requested cancellation as the approver", body=ApproveBody,
-            responses={200: out.ApprovalDecided}, errors=(400, 401, 403, 404, 409))
+            responses={200: out.ApprovalDecided}, errors=(400, 401, 403, 404, 409, 503))
 @requires("approve_cancellation")
 def approve_request(approval_id):
     """403 `self_approval` for your own request, 403 `approver_lacks_authority` when your own
     policy needs approval (the request is escalated); 409 `approval_stale` when the order changed
-    since the request (marked stale), `approval_expired`, `approval_closed`."""
+    since the request (marked stale), `approval_expired`, `approval_closed`; 503
+    `maintenance_mode` while maintenance is on (the request stays open)."""
     body = parse_json(ApproveBody, optional=True)
     approval = approvals.approve(approval_id, current_user, body.comment,
                                  audit_context("api_v1"))
     return jsonify({"approval_request": approval_request_dict(approval),
                     "order": order_dict(db.session.get(Order, approval.order_id), current_user),
-                    "message": f"Approved; order {approval.order.number} is cancelled."})
+                    "message": f"Approved; order {approval.order.number} is cancelled."
+                    if approval.cancellation.kind == "full" else
+                    f"Approved; the requested items of order {approval.order.number} are "
+                    "cancelled."})
 
 
 @bp.post("/approval_requests/<int:approval_id>/reject")
@@ -259,3 +293,7 @@ def reject_request(approval_id):
     return jsonify({"approval_request": approval_request_dict(approval),
                     "order": order_dict(db.session.get(Order, approval.order_id), current_user),
                     "message": f"Rejected; order {approval.order.number} was not changed."})
+
+
+from blueprints.api_v1 import bulk as _bulk_routes  # noqa: E402,F401  (registers its routes on bp)
+from blueprints.api_v1 import items as _items_routes  # noqa: E402,F401  (PUT .../items)

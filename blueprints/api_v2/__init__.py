@@ -8,13 +8,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from cancellation import CancelDeskError, CancelRequest, NotFound, get_visible_order
-from cancellation import idempotency
-from cancellation.jobs import cancel_status, submit_cancel
+from cancellation import idempotency, maintenance
+from cancellation.jobs import cancel_status, series_outcome, submit_cancel
 from cancellation.policy import approval_reasons, blockers_of, can, capabilities_of
 from cancellation.privacy import redact
 from cancellation.preview import preview_cancel
 from cancellation.reinstate import reinstate_eligibility, reinstate_order
-from models import AuditEvent, Notification, Refund, User, db, isoformat, money
+from models import AuditEvent, Notification, Order, Refund, User, db, isoformat, money
 
 from blueprints.api_common import responses as out
 from blueprints.api_common.openapi import documented
@@ -130,12 +130,22 @@ def cancel_preview(order_id):
 @requires("use_api_v2")
 @idempotent
 def cancel(order_id):
+    """In maintenance mode the cancel is stored as queued (202, `status: queued`) and runs when
+    maintenance ends; poll the status URL. Scope all_future also cancels every later,
+    still-cancellable order of the series (the status reports them)."""
     body = parse_json(V2CancelBody)
-    job = submit_cancel(order_id, current_user, CancelRequest(
+    request = CancelRequest(
         reason=body.reason, notes=body.notes, notify_customer=body.notify_stakeholders,
-        expected_version=body.version), audit_context("api_v2"))
+        expected_version=body.version, scope=body.scope)
+    status_url = f"/api/v2/orders/{order_id}/cancel/status"
+    if maintenance.is_on():
+        job = maintenance.queue_cancel(order_id, current_user, request, audit_context("api_v2"))
+        return jsonify(maintenance.queued_answer(job, status_url)), 202
+    job = submit_cancel(order_id, current_user, request, audit_context("api_v2"))
     answer = {"order_id": order_id, "status": job.status, "job_id": job.id,
-              "status_url": f"/api/v2/orders/{order_id}/cancel/status"}
+              "status_url": status_url}
+    if job.status == "pending_approval" and body.scope == "all_future":
+        answer.update(series_outcome(job, db.session.get(Order, order_id)))
     if job.approval_request_id:
         from models import ApprovalRequest
         from blueprints.api_common.serializers import approval_dict
@@ -162,11 +172,14 @@ def reinstate_check(order_id):
 
 @bp.post("/orders/<int:order_id>/reinstate")
 @documented("Reinstate within the window (rollback step 2)", body=ReinstateBody,
-            responses={200: out.Reinstated}, errors=(400, 403, 404, 409), idempotent=True)
+            responses={200: out.Reinstated}, errors=(400, 403, 404, 409, 503), idempotent=True)
 @requires("use_api_v2")
 @idempotent
 def reinstate(order_id):
+    """503 `maintenance_mode` while maintenance is on: nothing changes; ask again after it (the
+    idempotency key is not used up by a 503)."""
     body = parse_json(ReinstateBody)
+    maintenance.refuse_while_on(maintenance.REINSTATING_PAUSED)
     order = reinstate_order(order_id, current_user, reason=body.reason,
                             restore_previous_state=body.restore_previous_state,
                             context=audit_context("api_v2"))

@@ -1,4 +1,4 @@
-"""`flask` commands: seed-demo, users, tokens, simulate, serve."""
+"""`flask` commands: seed-demo, users, tokens, simulate, serve, bench."""
 import os
 from datetime import timedelta
 
@@ -176,6 +176,15 @@ def serve_command():
     from blueprints.cli.serve import serve
 
     raise SystemExit(serve())
+
+
+@bp.cli.command("bench")
+def bench_command():
+    """`make bench`: seed a database of its own, run gunicorn and a worker, measure bulk and
+    single cancels, the set-based floor, the orders list and the worker's memory."""
+    from blueprints.cli.bench import Settings, run
+
+    raise SystemExit(run(Settings()))
 
 
 __all__ = ["bp"]

@@ -16,13 +16,14 @@ from cancellation import (
     CancelDeskError, CancelRequest, ConcurrentModification, NotFound, ValidationFailed,
     cancel_order, get_visible_order, return_unreturned_stock, visible_orders,
 )
-from cancellation import outbox
+from cancellation import maintenance, outbox
 from cancellation.policy import approval_reasons, cancel_offer
 from cancellation.privacy import mask_email, mask_phone, redact
 from cancellation.reasons import CancellationReason, label_for
+from cancellation.service import later_in_series_counts
 from models import (
-    ApprovalRequest, AuditEvent, Cancellation, LoyaltyEntry, MailMessage, Notification, Order,
-    Refund, Store, db,
+    ApprovalRequest, AuditEvent, Cancellation, CancelJob, LoyaltyEntry, MailMessage,
+    Notification, Order, Refund, Store, User, db,
 )
 from models.order import CANCELLABLE_STATUSES, OrderStatus
 
@@ -92,7 +93,9 @@ def channel_label(code):
 @bp.app_context_processor
 def _panel_context():
     return {"reason_hints": {reason.value: reason.examples for reason in CancellationReason},
-            "cancellable_statuses": CANCELLABLE_STATUSES}
+            "cancellable_statuses": CANCELLABLE_STATUSES,
+            # Functions, so a page that does not show them costs no query.
+            "maintenance_banner": maintenance.banner, "maintenance_on": maintenance.is_on}
 
 
 def store_local_to_utc(moment, tz):
@@ -111,9 +114,10 @@ def current_path():
     return request.full_path.rstrip("?")
 
 
-def list_back_link():
-    """Where "Back to Orders" goes: the list with the filters the user came from."""
-    target = request.args.get("next")
+def list_back_link(target=None):
+    """Where "Back to Orders" goes: the list with the filters the user came from (`target`, or
+    the `next` query argument) — only ever the orders list."""
+    target = target or request.args.get("next")
     index = url_for("orders.index")
     if target and safe_next(target) == target and (target == index
                                                    or target.startswith(index + "?")):
@@ -130,6 +134,18 @@ def visible_stores():
 
 # --- list ------------------------------------------------------------------------------------
 
+def matching_orders(filters):
+    """The list's orders: the user's stores, then the filters (unordered, unpaged). "Select all
+    matching" of a bulk cancel resolves its orders from this same query."""
+    query = filtered_orders(visible_orders(select(Order), current_user), filters)
+    if filters.date_from:
+        query = query.where(Order.placed_at >= datetime.combine(filters.date_from, time.min))
+    if filters.date_to:
+        query = query.where(Order.placed_at < datetime.combine(filters.date_to, time.min)
+                            + timedelta(days=1))
+    return query
+
+
 @bp.get("/")
 @requires("view_orders")
 def index():
@@ -137,12 +153,7 @@ def index():
     filters = ListFilters.from_args(request.args, {s.id for s in stores})
     per_page = current_app.config.get("ORDERS_PER_PAGE", 25)
 
-    query = filtered_orders(visible_orders(select(Order), current_user), filters)
-    if filters.date_from:
-        query = query.where(Order.placed_at >= datetime.combine(filters.date_from, time.min))
-    if filters.date_to:
-        query = query.where(Order.placed_at < datetime.combine(filters.date_to, time.min)
-                            + timedelta(days=1))
+    query = matching_orders(filters)
     total = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
     pages = max((total + per_page - 1) // per_page, 1)
     page = min(filters.page, pages)
@@ -167,7 +178,8 @@ def index():
         statuses=list(OrderStatus), manual=manual, cancel_form=form,
         page_url=lambda number: url_for("orders.index", **filters.as_args(page=number)),
         can_cancel=_can("request_cancellation"),
-        row_approval_why=approval_why_of(orders))
+        row_approval_why=approval_why_of(orders), series_later=later_in_series_counts(orders),
+        **bulk_list_context(filters, total))
 
 
 def approval_why_of(orders):
@@ -247,7 +259,18 @@ def render_detail(order, cancel_form=None, status=200):
         audit_changes=audit_changes, approvals=approvals, flags=flags_dict(order),
         cancel_form=cancel_form, action_form=ActionForm(), back_link=list_back_link(),
         series_count=series_count, mask_email=mask_email, mask_phone=mask_phone,
-        approval_why=approval_why_of([order]).get(order.id)), status
+        approval_why=approval_why_of([order]).get(order.id),
+        series_later=later_in_series_counts([order]), cancel_jobs=cancel_jobs_of(order)), status
+
+
+def cancel_jobs_of(order, limit=10):
+    """The order's asynchronous cancellations (API v2, and those queued in maintenance mode),
+    newest first, with their requester: what the detail page's "Cancellation requests" shows."""
+    jobs = db.session.scalars(select(CancelJob).where(CancelJob.order_id == order.id)
+                              .order_by(CancelJob.id.desc()).limit(limit)).all()
+    users = {u.id: u for u in db.session.scalars(select(User).where(
+        User.id.in_({j.user_id for j in jobs})))} if jobs else {}
+    return [(job, users.get(job.user_id)) for job in jobs]
 
 
 def new_cancel_form(order, next_path):
@@ -280,7 +303,8 @@ def render_cancel_page(order, form, message=None, status=200):
     return render_template("orders/cancel.html", order=order, form=form, message=message,
                            back_link=safe_next(form.next.data) if form.next.data
                            else url_for("orders.detail", order_id=order.id),
-                           approval_why=approval_why_of([order]).get(order.id)), status
+                           approval_why=approval_why_of([order]).get(order.id),
+                           series_later=later_in_series_counts([order])), status
 
 
 @bp.post("/orders/<int:order_id>/cancel")
@@ -301,6 +325,11 @@ def cancel(order_id):
 
     cancel_request = cancel_request_from(form, order)
     try:
+        if maintenance.is_on():
+            job = maintenance.queue_cancel(order.id, current_user, cancel_request,
+                                           audit_context("panel"))
+            flash(maintenance.queued_message(job, order.number), "info")
+            return redirect(back)
         outcome = cancel_order(order.id, current_user, cancel_request, audit_context("panel"))
     except ValidationFailed as exc:
         for problem in exc.details.get("fields", []):
@@ -325,8 +354,9 @@ def cancel(order_id):
 
     if outcome.needs_approval:
         approval = outcome.approval_request
-        flash(f"Approval request #{approval.id} filed for order {order.number}; it is not "
-              f"cancelled yet. Why: {' '.join(approval.why)}", "info")
+        flash(" ".join([f"Approval request #{approval.id} filed for order {order.number}; it "
+                        f"is not cancelled yet. Why: {' '.join(approval.why)}",
+                        *series_sentences(outcome)]), "info")
         return redirect(back)
     flash(success_message(outcome), "success")
     return redirect(back)
@@ -358,11 +388,27 @@ def success_message(outcome):
                  else "customer will not be notified.")
     if cancellation.flag_inventory_reconciliation:
         parts.append("Some items had no stock record: flagged for inventory reconciliation.")
+    parts.extend(series_sentences(outcome))
+    return " ".join(parts)
+
+
+def series_sentences(outcome):
+    """Scope all_future: which later orders of the series were cancelled, sent for approval,
+    or could not be cancelled (and why)."""
+    parts = []
     if outcome.also_cancelled:
         numbers = ", ".join(o.order.number for o in outcome.also_cancelled)
         parts.append(f"Also cancelled {len(outcome.also_cancelled)} later order(s) of the "
                      f"series: {numbers}.")
-    return " ".join(parts)
+    if outcome.also_pending_approval:
+        numbers = ", ".join(f"{o.order.number} (request #{o.approval_request.id})"
+                            for o in outcome.also_pending_approval)
+        parts.append(f"Sent {len(outcome.also_pending_approval)} later order(s) for approval: "
+                     f"{numbers}.")
+    if outcome.also_failed:
+        reasons = "; ".join(f"{f['number']}: {f['message']}" for f in outcome.also_failed)
+        parts.append(f"Not cancelled: {reasons}")
+    return parts
 
 
 # --- manual handling -------------------------------------------------------------------------
@@ -458,3 +504,9 @@ def mailbox():
                            page_url=lambda number: url_for("orders.mailbox", page=number),
                            pages=pages, first=(page - 1) * MAILBOX_PER_PAGE + 1 if total else 0,
                            last=min(page * MAILBOX_PER_PAGE, total))
+
+
+# The bulk pages (seed A1) live in their own module; importing it registers its routes on bp.
+from blueprints.orders.bulk import list_context as bulk_list_context  # noqa: E402
+# "Modify Order" (partial cancellation, seed A3): its routes register on bp too.
+from blueprints.orders import modify as _modify_routes  # noqa: E402,F401

@@ -54,6 +54,45 @@ class ActionForm(FlaskForm):
     """A button that changes something: only its CSRF token is needed."""
 
 
+class ModifyOrderForm(CancelOrderForm):
+    """The "Modify Order" dialog (partial cancellation). The quantities come as `qty-<item id>`
+    inputs, one per open item (the view reads them); `mode` is "approval" when the dialog was
+    the approval request form, which needs the justification."""
+
+    justification = TextAreaField(
+        "Justification", validators=[Optional(), Length(max=2000)],
+        render_kw={"rows": 3, "maxlength": 2000,
+                   "placeholder": "Why must these items be cancelled? The approver reads this."})
+    mode = HiddenField()
+
+
+class BulkCancelForm(FlaskForm):
+    """The list's "Bulk Actions → Cancel Orders" dialog. The orders come as `order_ids` (the
+    checked rows) or, with `all_matching`, as the list's filters; the view reads those.
+
+    No "Customer requested": that reason needs each customer's own contact details and the time
+    of their request, which one dialog for many orders cannot carry.
+    """
+
+    reason = SelectField(
+        "Reason",
+        choices=[SelectChoice("", "Select a reason…")]
+        + [SelectChoice(r.value, r.label) for r in CancellationReason
+           if r is not CancellationReason.CUSTOMER_REQUESTED],
+        validators=[InputRequired("Choose a cancellation reason.")])
+    notes = TextAreaField("Notes", validators=[Optional(), Length(max=2000)],
+                          render_kw={"rows": 3, "maxlength": 2000,
+                                     "placeholder": "Optional: what happened, who decided"})
+    notify_customer = BooleanField("Notify the customers by e-mail", default=True)
+    all_matching = HiddenField()
+    # What the user saw when choosing "all matching": the count they confirmed, and the newest
+    # order then, so an order placed since is never swept in.
+    matching_total = IntegerField(widget=HiddenInput(), validators=[Optional()])
+    max_order_id = IntegerField(widget=HiddenInput(), validators=[Optional()])
+    confirmed = HiddenField()
+    next = HiddenField()
+
+
 @dataclass
 class ListFilters:
     """The orders list's query string, validated; also what api_v1.filtered_orders reads."""

