@@ -2,8 +2,9 @@
 import hashlib
 import json
 from dataclasses import dataclass
+from types import SimpleNamespace
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
 from models import AuditChainHead, AuditEvent, db, isoformat, utcnow
@@ -58,22 +59,51 @@ def _lock_head():
 def record(actor, action, *, target_type, target_id=None, store_id=None, order_id=None,
            before=None, after=None, context=None):
     """Append one event inside the caller's transaction. Take this lock last."""
-    context = context or SYSTEM
     head = _lock_head()
-    event = AuditEvent(
-        seq=head.seq + 1, created_at=utcnow().replace(microsecond=0),
-        actor_id=getattr(actor, "id", None),
-        actor_label=getattr(actor, "email", None) or context.source,
-        action=action, target_type=target_type,
-        target_id=None if target_id is None else str(target_id),
-        store_id=store_id, order_id=order_id,
-        before=_jsonable(before), after=_jsonable(after),
-        request_id=context.request_id, ip=context.ip, prev_hash=head.hash,
-    )
-    event.hash = compute_hash(event)
-    head.seq, head.hash = event.seq, event.hash
+    event = AuditEvent(**_event_values(actor, action, target_type, target_id, store_id, order_id,
+                                       before, after, context or SYSTEM))
+    _chain(event, head)
     db.session.add(event)
     return event
+
+
+def record_many(actor, action, events, *, target_type, context=None):
+    """Append one event per dict of `events` (target_id, store_id, order_id, before, after) in
+    a single INSERT: a bulk batch's cancellations, chained in the given order. Take this lock
+    last. Returns how many were appended."""
+    if not events:
+        return 0
+    context = context or SYSTEM
+    head = _lock_head()
+    rows = []
+    for given in events:
+        row = SimpleNamespace(**_event_values(
+            actor, action, target_type, given.get("target_id"), given.get("store_id"),
+            given.get("order_id"), given.get("before"), given.get("after"), context))
+        _chain(row, head)
+        rows.append(vars(row))
+    db.session.execute(insert(AuditEvent), rows)
+    return len(rows)
+
+
+def _event_values(actor, action, target_type, target_id, store_id, order_id, before, after,
+                  context):
+    return {
+        "created_at": utcnow().replace(microsecond=0), "actor_id": getattr(actor, "id", None),
+        "actor_label": getattr(actor, "email", None) or context.source,
+        "action": action, "target_type": target_type,
+        "target_id": None if target_id is None else str(target_id),
+        "store_id": store_id, "order_id": order_id,
+        "before": _jsonable(before), "after": _jsonable(after),
+        "request_id": context.request_id, "ip": context.ip,
+    }
+
+
+def _chain(event, head):
+    """Link `event` after the head and move the head to it."""
+    event.seq, event.prev_hash = head.seq + 1, head.hash
+    event.hash = compute_hash(event)
+    head.seq, head.hash = event.seq, event.hash
 
 
 def _jsonable(value):

@@ -3,16 +3,19 @@
 - `submit` validates, writes the BulkJob and one BulkJobItem per requested order, and hands the
   work to the workers: a chord whose header is one task per batch of items and whose callback
   finalizes the job.
-- `run_batch` (a header task) cancels each order of its batch in the order's own transaction,
-  through the same `evaluate_cancel` and `perform_full_cancel` as a single cancel. The item's
-  status changes in that same transaction, so progress is exactly what has been committed. A
-  business failure (another store's order, a billing hold, ...) is recorded on the item with its
-  error code and the batch goes on; the task never raises for one, because a raising header
-  task makes Celery skip the chord callback.
-- Everything is safe to run twice (Celery delivers at least once): an item is claimed with a
-  conditional UPDATE as the first statement of its transaction, so a redelivered or duplicated
-  batch skips the orders already done, and a worker killed mid-order leaves that order untouched
-  and its item pending.
+- `run_batch` (a header task) cancels the orders of its batch together, in one transaction
+  (cancellation/batch.py): the same `evaluate_cancel` as a single cancel decides for each order,
+  and each table's rows are written once for the whole batch. The items' statuses change in that
+  same transaction, so progress is exactly what has been committed. A business failure (another
+  store's order, a billing hold, ...) is recorded on its item with its error code and the others
+  go on; the task never raises for one, because a raising header task makes Celery skip the
+  chord callback. When the database refuses anything in the batch (a constraint, a trigger, a
+  deadlock) the batch is rolled back and its orders are cancelled one transaction each, through
+  `perform_full_cancel`, so that the one bad order fails alone.
+- Everything is safe to run twice (Celery delivers at least once): items are claimed with a
+  conditional UPDATE as the first statement of their transaction, so a redelivered or duplicated
+  batch skips the orders already done, and a worker killed mid-batch leaves its orders untouched
+  and their items pending.
 - `finish` settles the job from the database; the chord callback, the last batch and the
   watchdog may all call it, and only the first one to find no pending item does anything.
 - `watchdog` (Celery beat) re-dispatches the pending items of a job that stopped moving: a worker
@@ -30,7 +33,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from models import BulkJob, BulkJobItem, Setting, User, db, isoformat, utcnow
 from models.bulk import BulkItemStatus, BulkJobStatus
 
-from cancellation import maintenance, outbox, oversight
+from cancellation import batch, maintenance, outbox, oversight
 from cancellation.audit import AuditContext, record
 from cancellation.errors import CancelDeskError, Forbidden, InvalidState, NotFound, ValidationFailed
 from cancellation.policy import can, evaluate_cancel
@@ -153,17 +156,17 @@ def run_batch(job_id, item_ids):
     request = CancelRequest(reason=job.reason, notes=job.notes,
                             notify_customer=job.notify_customer)
     db.session.rollback()  # each order gets a fresh transaction of its own
-    done = {SUCCEEDED: 0, FAILED: 0, "skipped": 0}
-    cancelled = []
     with Setting.snapshot():  # thresholds read once per batch, not once per order
-        for item_id in item_ids:
-            outcome, result = cancel_item(item_id, actor, request, context)
-            if outcome == PAUSED:  # maintenance began: the rest waits, pending, for its end
-                pause(job_id)
-                break
-            done[outcome] += 1
-            if result:
-                cancelled.append(result)
+        if maintenance.is_on():  # maintenance began: the batch waits, pending, for its end
+            pause(job_id)
+            return {"job_id": job_id, "paused": len(item_ids)}
+        together = _cancel_together(item_ids, actor, request, context)
+        if together is not None:
+            done = {SUCCEEDED: together.succeeded, FAILED: together.failed,
+                    "skipped": together.skipped}
+            cancelled = together.cancelled
+        else:  # the database refused the batch: each order in its own transaction
+            done, cancelled = _cancel_one_by_one(job_id, item_ids, actor, request, context)
     # Refunds and customer notices go out batch by batch, not as thousands of separate tasks.
     outbox.dispatch_for_batch([cancellation_id for cancellation_id, _store in cancelled])
     # Unusual cancelling is flagged once per batch and store, not once per order.
@@ -171,6 +174,38 @@ def run_batch(job_id, item_ids):
         oversight.after_cancellations(actor, store_id, context)
     finish(job_id)
     return {"job_id": job_id, **done}
+
+
+def _cancel_together(item_ids, actor, request, context):
+    """The batch in one transaction (cancellation/batch.py); None when the database refused
+    any of it, with everything rolled back."""
+    def file_approval(order, why):
+        return file_approval_request(order, actor, request, why, context)
+
+    try:
+        result = batch.cancel_together(item_ids, actor, request, context, file_approval)
+        db.session.commit()
+        return result
+    except SQLAlchemyError:
+        db.session.rollback()
+        log.info("bulk batch of %s items refused by the database; one order at a time",
+                 len(item_ids), exc_info=True)
+        return None
+
+
+def _cancel_one_by_one(job_id, item_ids, actor, request, context):
+    """Each order in its own transaction, so that the one the database refuses fails alone."""
+    done = {SUCCEEDED: 0, FAILED: 0, "skipped": 0}
+    cancelled = []
+    for item_id in item_ids:
+        outcome, result = cancel_item(item_id, actor, request, context)
+        if outcome == PAUSED:
+            pause(job_id)
+            break
+        done[outcome] += 1
+        if result:
+            cancelled.append(result)
+    return done, cancelled
 
 
 def cancel_item(item_id, actor, request, context):

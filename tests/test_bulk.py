@@ -213,3 +213,85 @@ def test_bulk_job_in_maintenance_is_queued_until_it_ends(app, client, factory, w
     job = wait_finished(client, shop["token"], job_id)
     assert job["status"] == "completed"
     assert order_state(app, order_id)["status"] == "cancelled"
+
+
+def _written(app, order_id):
+    """The rows a full cancellation wrote for an order, ids and times left out."""
+    from models import (
+        AuditEvent, Cancellation, Customer, LoyaltyEntry, Notification, Order, Refund, db,
+    )
+
+    with app.app_context():
+        order = db.session.get(Order, order_id)
+        full = db.session.scalars(db.select(Cancellation).where(
+            Cancellation.order_id == order_id, Cancellation.kind == "full")).one()
+        number = order.number
+        event = db.session.scalars(db.select(AuditEvent).where(
+            AuditEvent.order_id == order_id, AuditEvent.action == "order.cancelled")).one()
+        after = {**event.after, "cancellation_id": None, "notification_id": None}
+        after["open_items"] = sorted(after["open_items"].values())
+        before = {**event.before, "open_items": sorted(event.before["open_items"].values())}
+        return {
+            "order": (order.status, order.previous_status, order.refunded_cents,
+                      order.payment_status, order.version,
+                      [(i.quantity, i.cancelled_quantity) for i in order.items]),
+            "cancellation": (full.reason, full.notes, full.previous_status, full.refund_cents,
+                             full.points_restored, full.points_reversed, full.notify_customer,
+                             full.order_version, full.flag_inventory_reconciliation,
+                             full.actor_id),
+            "lines": sorted((line.product_id, line.quantity, line.stock_returned)
+                            for line in full.items),
+            "loyalty": sorted((e.points, e.kind, e.note.replace(number, "N"))
+                              for e in db.session.scalars(db.select(LoyaltyEntry).where(
+                                  LoyaltyEntry.cancellation_id == full.id))),
+            "balance": db.session.get(Customer, order.customer_id).loyalty_points,
+            "refunds": [(r.amount_cents, r.method, r.idempotency_key == (
+                f"refund-cancellation-{full.id}")) for r in db.session.scalars(
+                    db.select(Refund).where(Refund.cancellation_id == full.id))],
+            "notifications": [(n.template, n.recipient == order.customer.email,
+                               n.idempotency_key == (
+                f"notify-cancellation-{full.id}"), n.id == event.after["notification_id"])
+                for n in db.session.scalars(db.select(Notification).where(
+                    Notification.cancellation_id == full.id))],
+            "audit": (event.actor_id, event.target_id == str(order_id),
+                      event.after["cancellation_id"] == full.id, before, after),
+        }
+
+
+def test_a_batch_writes_what_a_single_cancel_writes(app, client, factory, worker,
+                                                    store_with_manager):
+    """The bulk batch writes its rows set-based (cancellation/batch.py); for the same orders
+    they must be exactly the rows a single cancel writes — including an order a partial
+    cancellation already settled some points of, and a line with no stock row."""
+    shop = store_with_manager
+    store_id, stocked = shop["store_id"], shop["product_id"]
+    unstocked = factory.product(800)  # no stock row in this store: reconciliation flag
+
+    def twin(partial_first):
+        customer_id = factory.customer(points=200)
+        order_id = factory.order(store_id, [(stocked, 3, 1500), (unstocked, 1, 800)],
+                                 customer_id=customer_id, points_earned=12, points_redeemed=7)
+        if partial_first:
+            first_item = order_state(app, order_id)["items"][0][0]
+            response = client.put(f"/api/v1/orders/{order_id}/items", json={
+                "items": [{"item_id": first_item, "quantity": 1}],
+                "reason": "inventory_issues"}, headers=bearer(shop["token"]))
+            assert response.status_code == 200, response.get_data(as_text=True)
+        return order_id
+
+    singles = [twin(False), twin(True)]
+    batched = [twin(False), twin(True)]
+    for order_id in singles:
+        response = client.put(f"/api/v1/orders/{order_id}/status", json={
+            "status": "cancelled", "reason": "inventory_issues", "notes": "supplier recall"},
+            headers=bearer(shop["token"]))
+        assert response.status_code == 200, response.get_data(as_text=True)
+    job = wait_finished(client, shop["token"],
+                        submit(client, shop["token"], batched).json["job_id"])
+    assert (job["status"], job["succeeded"]) == ("completed", 2)
+
+    for single, together in zip(singles, batched):
+        expected, got = _written(app, single), _written(app, together)
+        assert got == expected
+    assert _written(app, batched[0])["cancellation"][8] is True  # flagged for reconciliation
+    assert _written(app, batched[1])["cancellation"][4:6] != (7, 12)  # the partial settled some
