@@ -279,6 +279,10 @@ def resend_notification(order, actor, context):
     return notification
 
 
+SWEEP_LIMIT = 1000  # rows per kind and sweep
+SWEEP_CHUNK = 100  # rows per task
+
+
 def sweep():
     """Re-dispatch outbox rows whose task was lost or whose back-off has elapsed."""
     now = utcnow()
@@ -291,14 +295,24 @@ def sweep():
             & or_(model.dispatched_at < stale,
                   model.dispatched_at.is_(None) & (model.created_at < stale)),
             (model.status == DeliveryStatus.FAILED.value) & (model.next_attempt_at <= now)
-            & (model.attempts < max_attempts),
+            & (model.attempts < max_attempts)
+            & or_(model.dispatched_at.is_(None), model.dispatched_at < stale),
             (model.status == DeliveryStatus.PROCESSING.value) & (model.dispatched_at < stale),
         )
-        ids = db.session.scalars(select(model.id).where(lost).limit(1000)).all()
-        for row_id in ids:
-            send(model, row_id)
+        ids = db.session.scalars(select(model.id).where(lost).order_by(model.id)
+                                 .limit(SWEEP_LIMIT)).all()
+        # Stamped as handed over: a row still waiting in the queue behind other work is not
+        # sent again by every sweep (that flooded the queue with copies faster than the
+        # workers could drop them). Sent in chunks, one task each, as a bulk batch sends them.
+        # (Not `processing` rows: one of those is claimable because its stamp is old.)
+        db.session.execute(update(model).where(model.id.in_(ids), model.status.in_(
+            (DeliveryStatus.PENDING.value, DeliveryStatus.FAILED.value)))
+                           .values(dispatched_at=now)
+                           .execution_options(synchronize_session=False))
+        db.session.commit()
+        for start in range(0, len(ids), SWEEP_CHUNK):
+            send_many(model, ids[start:start + SWEEP_CHUNK])
         counts[model.__tablename__] = len(ids)
-    db.session.rollback()
     return counts
 
 

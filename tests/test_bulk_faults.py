@@ -116,7 +116,9 @@ def seed(factory, count):
     for product_id in products:
         factory.stock(store_id, product_id, on_hand=10 * count)
     manager_id = factory.user("store_manager", stores=[store_id])
-    ids = factory.many_orders(store_id, count, products, quantity=2, price_cents=1000)
+    customer_id = factory.customer(points=0)  # an e-mail address: every notice can go out
+    ids = factory.many_orders(store_id, count, products, quantity=2, price_cents=1000,
+                              customer_id=customer_id)
     return store_id, products, ids, factory.token(manager_id)
 
 
@@ -160,6 +162,26 @@ def assert_exactly_once(app, ids, stock_before, store_id, quantity_per_order):
         assert reserved - reserved_after == len(ids) * quantity_per_order, product
 
 
+def assert_delivered_exactly_once(app, ids, timeout=240):
+    """Every refund paid and every notice sent once — by the workers of the test's own stack,
+    so that no leftover delivery work spills into the tests that follow."""
+    from models import MailMessage, Notification, Refund, SimulatedPayout, db
+
+    def undelivered():
+        with app.app_context():
+            return sum(db.session.scalar(select(func.count()).select_from(model).where(
+                model.order_id.in_(ids), model.status != "succeeded"))
+                for model in (Refund, Notification))
+
+    wait_for(lambda: undelivered() == 0, timeout=timeout, interval=0.5,
+             message="every refund and notice of the job delivered")
+    with app.app_context():
+        for model, far_side in ((Refund, SimulatedPayout), (Notification, MailMessage)):
+            keys = select(model.idempotency_key).where(model.order_id.in_(ids))
+            assert db.session.scalar(select(func.count()).select_from(far_side).where(
+                far_side.idempotency_key.in_(keys))) == len(ids), far_side.__name__
+
+
 def test_worker_killed_mid_job_finishes_every_order_exactly_once(app, factory, private_stack):
     flask_app, _redis, group = private_stack
     store_id, _products, ids, token = seed(factory, 2000)
@@ -182,6 +204,7 @@ def test_worker_killed_mid_job_finishes_every_order_exactly_once(app, factory, p
         message="the job to finish after the restart")
     assert (final["status"], final["succeeded"], final["failed"]) == ("completed", 2000, 0)
     assert_exactly_once(app, ids, stock_before, store_id, quantity_per_order=2)
+    assert_delivered_exactly_once(app, ids)
 
 
 def test_redis_restarted_mid_job_finishes_every_order_exactly_once(app, factory,
@@ -205,6 +228,7 @@ def test_redis_restarted_mid_job_finishes_every_order_exactly_once(app, factory,
         message="the job to finish after Redis came back")
     assert (final["status"], final["succeeded"], final["failed"]) == ("completed", 2000, 0)
     assert_exactly_once(app, ids, stock_before, store_id, quantity_per_order=2)
+    assert_delivered_exactly_once(app, ids)
 
 
 def test_a_batch_delivered_twice_cancels_each_order_once(app, client, factory, worker):
@@ -230,6 +254,7 @@ def test_a_batch_delivered_twice_cancels_each_order_once(app, client, factory, w
     assert (final["status"], final["succeeded"], final["failed"]) == ("completed", 300, 0)
     time.sleep(1)  # let the duplicates drain: they must find nothing left to do
     assert_exactly_once(app, ids, stock_before, store_id, quantity_per_order=2)
+    assert_delivered_exactly_once(app, ids)
     with app.app_context():
         finished_events = db.session.scalar(select(func.count()).select_from(AuditEvent).where(
             AuditEvent.action == "bulk.finished", AuditEvent.target_id == str(job_id)))
@@ -297,3 +322,4 @@ def test_a_database_error_on_one_order_fails_only_that_order(app, client, factor
     assert order_state(app, victim) == {**before, "stock": order_state(app, victim)["stock"]}
     others = [order_id for order_id in ids if order_id != victim]
     assert_exactly_once(app, others, stock_before, store_id, quantity_per_order=2)
+    assert_delivered_exactly_once(app, others)
