@@ -1,10 +1,15 @@
-"""Application factory: configuration, extensions, blueprints, Flask-Admin and Celery."""
+"""Application factories: the web app (create_app) and the Celery worker's app (create_worker_app).
+
+Both are built on one core: configuration, database, Redis and Celery with its tasks. A worker
+runs the same domain code but serves no page, and whatever it imports sits in the memory of each
+of its processes (the main one and every pool process), so the web-only parts (blueprints,
+Flask-Admin, Flask-Limiter, Flask-Migrate with Alembic) are imported inside create_app only.
+"""
 import logging
 import uuid
 
 import redis
 from flask import Flask, g, request
-from flask_migrate import Migrate
 from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import event
 from werkzeug.routing import IntegerConverter
@@ -12,12 +17,40 @@ from werkzeug.routing import IntegerConverter
 import config
 from models import db
 
-migrate = Migrate()
 csrf = CSRFProtect()
 
 
 def create_app(overrides=None, env=None):
-    """Build an app. `env` picks the config class; `overrides` (a dict) wins over everything."""
+    """The web app. `env` picks the config class; `overrides` (a dict) wins over everything."""
+    from flask_migrate import Migrate
+
+    app = _create_core_app(overrides, env)
+    Migrate(app, db, directory=str(config.ROOT / "migrations"), render_as_batch=True)
+    csrf.init_app(app)
+
+    # Before any route is added: every <int:...> in a URL is a database id.
+    app.url_map.converters["int"] = DatabaseId
+
+    from blueprints.auth import init_auth
+    init_auth(app)
+
+    from blueprints import register_blueprints
+    register_blueprints(app)
+
+    from blueprints.admin import init_admin
+    init_admin(app)
+
+    _request_ids(app)
+    return app
+
+
+def create_worker_app(overrides=None, env=None):
+    """The app a Celery worker runs (tasks/worker.py): the core alone, same arguments."""
+    return _create_core_app(overrides, env)
+
+
+def _create_core_app(overrides, env):
+    """Config, database, Redis and Celery: what the web and the workers both need."""
     app = Flask(__name__, instance_path=str(config.INSTANCE), instance_relative_config=False)
     app.config.update(config.load(env))
     app.config.update(overrides or {})
@@ -33,29 +66,13 @@ def create_app(overrides=None, env=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     db.init_app(app)
-    migrate.init_app(app, db, directory=str(config.ROOT / "migrations"), render_as_batch=True)
-    csrf.init_app(app)
     app.extensions["redis"] = redis.Redis.from_url(app.config["REDIS_URL"],
                                                    socket_timeout=5, socket_connect_timeout=2)
     with app.app_context():
         _tune_sqlite(db.engine)
 
-    # Before any route is added: every <int:...> in a URL is a database id.
-    app.url_map.converters["int"] = DatabaseId
-
-    from blueprints.auth import init_auth
-    init_auth(app)
-
-    from blueprints import register_blueprints
-    register_blueprints(app)
-
-    from blueprints.admin import init_admin
-    init_admin(app)
-
     from tasks import celery_init_app
     celery_init_app(app)
-
-    _request_ids(app)
     return app
 
 

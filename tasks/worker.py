@@ -1,5 +1,5 @@
-"""Worker entry point: `celery -A tasks.worker worker`. Builds the Flask app once."""
-from app import create_app
+"""The worker's Celery app (`python -m tasks`, `celery -A tasks.worker ...`), built once."""
+from app import create_worker_app
 
-flask_app = create_app()
+flask_app = create_worker_app()
 celery = flask_app.extensions["celery"]

@@ -179,7 +179,7 @@ def serve():
         demo = prepare_database()
 
         children.start("celery worker", [
-            sys.executable, "-m", "celery", "-A", "tasks.worker", "worker", "-B",
+            sys.executable, "-m", "tasks", "-B",
             "-s", str(config.INSTANCE / "celerybeat-schedule"), "--concurrency", "2",
             "--loglevel", "INFO"], env)
         children.start("gunicorn", gunicorn_argv(port), env)
