@@ -15,6 +15,7 @@ from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import func, or_, select
+from sqlalchemy.orm import selectinload
 
 from models import (
     AbuseFlag, ApprovalRequest, AuditEvent, Cancellation, CancellationItem, Order, OrderItem,
@@ -202,6 +203,9 @@ KIND_LABELS = {HOURLY: "Many cancellations in an hour",
 # flag's count keeps up instead.
 REFLAG_AFTER = {HOURLY: timedelta(hours=1), OUTLIER: timedelta(hours=24)}
 OUTLIER_WINDOW = timedelta(days=7)
+# Up to this many of the other staff's cancellations are read to rule an outlier out early; past
+# it, reading them all costs no more.
+OUTLIER_PROBE_ROWS = 500
 
 
 def after_cancellation(actor, cancellation, context=None):
@@ -231,38 +235,79 @@ def after_cancellations(actor, store_id, context=None):
 
 
 def check_abuse(user_id, store_id, context=None, now=None):
-    """Both checks, each one or two COUNT queries; returns the flags raised (not committed)."""
+    """Both checks; returns the flags raised (not committed).
+
+    Every count is read before any flag is written: a flag's row stays locked until the commit,
+    and the same person's next cancellation (another tab, another API client) waits for it.
+    """
     now = now or utcnow()
     raised = []
     limit = int(Setting.get("abuse_cancels_per_hour"))
     hour_ago = now - timedelta(hours=1)
     in_hour = db.session.scalar(select(func.count(Cancellation.id)).where(
         Cancellation.actor_id == user_id, Cancellation.created_at >= hour_ago))
+    week_ago = now - OUTLIER_WINDOW
+    outlier = store_outlier(user_id, store_id, week_ago)
     if in_hour > limit:
         raised += _raise(user_id, store_id, HOURLY, hour_ago, now, in_hour,
                          f"{in_hour} cancellations in the last hour (the limit is {limit}).",
                          context)
+    if outlier:
+        raised += _raise(user_id, store_id, OUTLIER, week_ago, now, outlier[0], outlier[1],
+                         context)
+    return raised
 
+
+def store_outlier(user_id, store_id, since):
+    """(count, detail) when the user cancelled at the store since `since` at least
+    abuse_outlier_min_count times and more than abuse_outlier_factor times the average of the
+    store's other staff; else None."""
     min_count = int(Setting.get("abuse_outlier_min_count"))
     factor = float(Setting.get("abuse_outlier_factor"))
-    week_ago = now - OUTLIER_WINDOW
-    per_staff = dict(db.session.execute(
+    # Fewer than min_count is never an outlier: the user's own rows first (by actor_id), the
+    # other staff's only when it can matter.
+    mine = db.session.scalar(
+        select(func.count(Cancellation.id)).join(Order, Order.id == Cancellation.order_id)
+        .where(Cancellation.actor_id == user_id, Order.store_id == store_id,
+               Cancellation.created_at >= since))
+    if mine < min_count:
+        return None
+    others = _other_staff_counts(user_id, store_id, since, mine, factor)
+    if not others:  # nobody else to compare with, or far more cancelling than the user's
+        return None
+    average = sum(others.values()) / len(others)
+    if mine <= factor * average:
+        return None
+    store = db.session.get(Store, store_id)
+    return mine, (f"{mine} cancellations at {store.name if store else 'the store'} in 7 days; "
+                  f"the store's {len(others)} other staff averaged {average:.1f} "
+                  f"(flagged above {factor:g}×).")
+
+
+def _other_staff_counts(user_id, store_id, since, mine, factor):
+    """{actor id: cancellations} of the store's other staff since `since`; None when they
+    cancelled so often that `mine` cannot be above `factor` times their average.
+
+    There are at most as many other staff as other users (n): once their cancellations add up
+    to more than mine * n / factor, their average is above mine / factor whoever they are. So
+    no more of their rows than that are read (LIMIT) — not a busy store's whole week — and
+    when fewer exist, those are all of them."""
+    theirs = [Order.store_id == store_id, Cancellation.created_at >= since,
+              Cancellation.actor_id.is_not(None), Cancellation.actor_id != user_id]
+    enough = None
+    if factor > 0:
+        users = db.session.scalar(select(func.count(User.id)).where(User.id != user_id))
+        enough = int(mine * users / factor) + 1
+    if enough is not None and enough <= OUTLIER_PROBE_ROWS:
+        rows = (select(Cancellation.actor_id).join(Order, Order.id == Cancellation.order_id)
+                .where(*theirs).limit(enough).subquery())
+        counted = dict(db.session.execute(
+            select(rows.c.actor_id, func.count()).group_by(rows.c.actor_id)).all())
+        return None if sum(counted.values()) >= enough else counted
+    return dict(db.session.execute(
         select(Cancellation.actor_id, func.count(Cancellation.id))
-        .join(Order, Order.id == Cancellation.order_id)
-        .where(Order.store_id == store_id, Cancellation.created_at >= week_ago,
-               Cancellation.actor_id.is_not(None))
+        .join(Order, Order.id == Cancellation.order_id).where(*theirs)
         .group_by(Cancellation.actor_id)).all())
-    mine = per_staff.pop(user_id, 0)
-    if mine >= min_count and per_staff:
-        average = sum(per_staff.values()) / len(per_staff)
-        if mine > factor * average:
-            store = db.session.get(Store, store_id)
-            raised += _raise(
-                user_id, store_id, OUTLIER, week_ago, now, mine,
-                f"{mine} cancellations at {store.name if store else 'the store'} in 7 days; "
-                f"the store's {len(per_staff)} other staff averaged {average:.1f} "
-                f"(flagged above {factor:g}×).", context)
-    return raised
 
 
 def _raise(user_id, store_id, kind, since, now, count, detail, context):
@@ -296,9 +341,12 @@ def abuse_flags(user, include_acknowledged_days=7, limit=50):
     scope = store_scope(user)
     if scope is not None:
         query = query.where(AbuseFlag.store_id.in_(scope))
+    # With who was flagged, where, and who acknowledged: shown for every flag, read at once.
     return db.session.scalars(query.order_by(AbuseFlag.acknowledged_at.is_not(None),
                                              AbuseFlag.created_at.desc(), AbuseFlag.id.desc())
-                              .limit(limit)).all()
+                              .limit(limit).options(
+                                  selectinload(AbuseFlag.user), selectinload(AbuseFlag.store),
+                                  selectinload(AbuseFlag.acknowledged_by))).all()
 
 
 def acknowledge_flag(flag_id, actor, context):

@@ -151,7 +151,13 @@ def cancel_offer(user, order):
 
     Blockers are not consulted: the dialog reports them when submitted, with the reason.
     """
+    return cancel_offer_and_why(user, order)[0]
+
+
+def cancel_offer_and_why(user, order):
+    """cancel_offer, with why approval is needed: (offer, approval reasons, maybe empty)."""
     if not (can_view_order(user, order) and can(user, "request_cancellation")
             and order.status in CANCELLABLE_STATUSES):
-        return None
-    return "request_approval" if approval_reasons(user, order) else "cancel"
+        return None, []
+    why = approval_reasons(user, order)
+    return ("request_approval" if why else "cancel"), why

@@ -23,6 +23,7 @@ from cancellation.impact import plan_full_cancel
 from cancellation.errors import ConcurrentModification, InvalidState, NotFound, ValidationFailed
 from cancellation.policy import evaluate_cancel, require_visible
 from cancellation.reasons import REASON_CODES, REQUEST_CHANNELS, CancellationReason
+from cancellation.transactions import commit_keeping, expire
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,10 @@ def cancel_order(order_id, actor, request, context=None):
             outcome = CancelOutcome(order=order, approval_request=approval)
         else:
             cancellation = perform_full_cancel(order, actor, request, context)
-            db.session.commit()
+            # The order was locked and written here, the cancellation written: the after-commit
+            # step reads them as they are instead of loading each again.
+            kept = (order, cancellation, actor)
+            commit_keeping(*kept)
             outcome = None
     except StaleDataError:
         db.session.rollback()
@@ -154,6 +158,7 @@ def cancel_order(order_id, actor, request, context=None):
         raise
     if outcome is None:
         after_commit(actor, cancellation, context)
+        expire(*kept)  # from here on as after any commit: read again when used
         outcome = CancelOutcome(order=order, cancellation=cancellation)
     if request.scope == "all_future" and order.series_id:
         cancel_future_in_series(order, actor, request, context, outcome)
@@ -290,6 +295,8 @@ def restore_loyalty_points(order, cancellation, restored, reversed_):
     """Give back points redeemed on the order and take back points it earned."""
     if order.customer_id is None:
         return
+    # Before the UPDATE below autoflushes the cancellation: one INSERT, no UPDATE after it.
+    cancellation.points_restored, cancellation.points_reversed = restored, reversed_
     what = "items cancelled" if cancellation.kind == "partial" else "order cancelled"
     if restored:
         db.session.add(LoyaltyEntry(customer_id=order.customer_id, order_id=order.id,
@@ -306,7 +313,6 @@ def restore_loyalty_points(order, cancellation, restored, reversed_):
             update(Customer).where(Customer.id == order.customer_id)
             .values(loyalty_points=Customer.loyalty_points + restored - reversed_)
             .execution_options(synchronize_session=False))
-    cancellation.points_restored, cancellation.points_reversed = restored, reversed_
 
 
 def allocate_refund(order, amount_cents):

@@ -164,6 +164,31 @@ def test_far_above_the_store_average_raises_a_flag(app, client, factory, setting
         assert flags_of(app, user) == []
 
 
+@pytest.mark.parametrize("probe_rows", [0, 10**9], ids=["all-counted", "counted-to-bound"])
+@pytest.mark.parametrize("factor, flagged", [(3, True), (10_000, False)])
+def test_the_outlier_check_flags_the_same_however_the_others_are_counted(
+        app, client, factory, setting, monkeypatch, probe_rows, factor, flagged):
+    """The other staff's cancellations are read only up to the number that rules an outlier out
+    (or all of them when that number is large): the same flag either way."""
+    from cancellation import oversight
+
+    monkeypatch.setattr(oversight, "OUTLIER_PROBE_ROWS", probe_rows)
+    setting("abuse_outlier_min_count", 4)
+    setting("abuse_outlier_factor", factor)
+    store = factory.store()
+    product = factory.product(1000)
+    factory.stock(store, product)
+    calm = factory.user("store_manager", stores=[store])
+    [order_id] = make_orders(factory, store, product, 1)
+    assert cancel(client, order_id, factory.token(calm), notify_customer=False).status_code == 200
+    busy = factory.user("store_manager", stores=[store])
+    token = factory.token(busy)
+    for order_id in make_orders(factory, store, product, 4):
+        assert cancel(client, order_id, token, notify_customer=False).status_code == 200
+    assert [(kind, count) for _, kind, count, *_ in flags_of(app, busy)] \
+        == ([("store_outlier", 4)] if flagged else [])
+
+
 def test_compliance_report_lists_the_voided_lines_of_a_store_day(app, client, factory):
     from models import Order, Store, db
 

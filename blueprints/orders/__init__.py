@@ -17,7 +17,7 @@ from cancellation import (
     cancel_order, get_visible_order, return_unreturned_stock, visible_orders,
 )
 from cancellation import maintenance, outbox
-from cancellation.policy import approval_reasons, cancel_offer
+from cancellation.policy import cancel_offer_and_why
 from cancellation.privacy import mask_email, mask_phone, redact
 from cancellation.reasons import CancellationReason, label_for
 from cancellation.service import later_in_series_counts
@@ -185,8 +185,10 @@ def index():
 def approval_why_of(orders):
     """Per order of the page: why this user must ask for approval (the row menu then offers
     "Request approval"); orders they may cancel directly or not at all are left out."""
-    return {order.id: approval_reasons(current_user, order) for order in orders
-            if cancel_offer(current_user, order) == "request_approval"}
+    user = current_user._get_current_object()  # the user once, not a proxy per row and check
+    offers = {order.id: cancel_offer_and_why(user, order) for order in orders}
+    return {order_id: why for order_id, (offer, why) in offers.items()
+            if offer == "request_approval"}
 
 
 def _can(capability):
