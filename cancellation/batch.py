@@ -96,6 +96,11 @@ def cancel_together(item_ids, actor, request, context, file_approval):
     _settle_points(plans)
     if plans:
         _write_cancellations(plans, actor, request, context, now)
+        # The rows other transactions update too — stock, customers, the audit head — come
+        # last, in a single cancel's order, so that the batch holds their locks only for the
+        # last few statements before its commit (the other process's batch waits on them).
+        _release_stock(plans)
+        _move_balances(plans)
     # Approval requests append to the audit chain: after the stock and customer locks, as in a
     # single cancel, so that the head stays the last lock taken.
     for item_id, order, why in approvals:
@@ -169,7 +174,7 @@ def _write_cancellations(plans, actor, request, context, now):
         update(OrderItem).where(OrderItem.order_id.in_([order.id for order in orders]))
         .values(cancelled_quantity=OrderItem.quantity)
         .execution_options(synchronize_session=False))
-    _return_stock(plans)
+    _find_stock_rows(plans)
     cancellation_ids = db.session.scalars(
         insert(Cancellation).returning(Cancellation.id, sort_by_parameter_order=True),
         [{"order_id": plan.order.id, "kind": "full", "reason": request.reason,
@@ -192,35 +197,47 @@ def _write_cancellations(plans, actor, request, context, now):
     _queue_outbox(plans, request, now)
 
 
-def _return_stock(plans):
-    """Release the cancelled quantities, one UPDATE per stock row, rows in (store, product)
-    order; a line without a stock row is recorded as not returned (reconciliation flag)."""
+def _stock_wanted(plans):
+    """{(store id, product id): units to release}, in (store, product) order."""
     wanted = defaultdict(int)
     for plan in plans:
         for item, quantity in plan.lines:
             wanted[plan.order.store_id, item.product_id] += quantity
-    if not wanted:
-        return
+    return dict(sorted(wanted.items()))
+
+
+def _find_stock_rows(plans):
+    """Which lines have a stock row to go back to; a line without one is recorded as not
+    returned (the cancellation is flagged for inventory reconciliation)."""
+    wanted = _stock_wanted(plans)
     stocked = set(db.session.execute(
         select(StockLevel.store_id, StockLevel.product_id)
-        .where(tuple_(StockLevel.store_id, StockLevel.product_id).in_(list(wanted)))).all())
+        .where(tuple_(StockLevel.store_id, StockLevel.product_id).in_(list(wanted)))).all()
+    ) if wanted else set()
+    for plan in plans:
+        plan.stock_returned = {item.product_id: (plan.order.store_id, item.product_id) in stocked
+                               for item, _quantity in plan.lines}
+
+
+def _release_stock(plans):
+    """Release the cancelled quantities: one UPDATE per stock row, in (store, product) order."""
+    returned = {(plan.order.store_id, product_id) for plan in plans
+                for product_id, found in plan.stock_returned.items() if found}
     releases = [{"b_store": store_id, "b_product": product_id, "b_quantity": quantity}
-                for (store_id, product_id), quantity in sorted(wanted.items())
-                if (store_id, product_id) in stocked]
+                for (store_id, product_id), quantity in _stock_wanted(plans).items()
+                if (store_id, product_id) in returned]
     if releases:
         table = StockLevel.__table__
         db.session.execute(
             update(table).where(table.c.store_id == bindparam("b_store"),
                                 table.c.product_id == bindparam("b_product"))
             .values(reserved=table.c.reserved - bindparam("b_quantity")), releases)
-    for plan in plans:
-        plan.stock_returned = {item.product_id: (plan.order.store_id, item.product_id) in stocked
-                               for item, _quantity in plan.lines}
 
 
 def _restore_points(plans, now):
-    """As service.restore_loyalty_points: an entry per kind, the customer's balance moved."""
-    entries, balances = [], defaultdict(int)
+    """As service.restore_loyalty_points: an entry per kind (the balances move in
+    `_move_balances`)."""
+    entries = []
     for plan in plans:
         order = plan.order
         if order.customer_id is None:
@@ -237,16 +254,23 @@ def _restore_points(plans, now):
                             "points": -plan.points_reversed, "kind": LoyaltyKind.REVERSED.value,
                             "note": f"Earned on {order.number}, order cancelled",
                             "created_at": now})
-        balances[order.customer_id] += plan.points_restored - plan.points_reversed
-    if not entries:
-        return
-    db.session.execute(insert(LoyaltyEntry), entries)
-    table = Customer.__table__
-    db.session.execute(
-        update(table).where(table.c.id == bindparam("b_id"))
-        .values(loyalty_points=table.c.loyalty_points + bindparam("b_delta")),
-        [{"b_id": customer_id, "b_delta": delta}
-         for customer_id, delta in sorted(balances.items()) if delta])
+    if entries:
+        db.session.execute(insert(LoyaltyEntry), entries)
+
+
+def _move_balances(plans):
+    """Each customer's points balance, once per customer, in id order."""
+    balances = defaultdict(int)
+    for plan in plans:
+        if plan.order.customer_id is not None:
+            balances[plan.order.customer_id] += plan.points_restored - plan.points_reversed
+    moves = [{"b_id": customer_id, "b_delta": delta}
+             for customer_id, delta in sorted(balances.items()) if delta]
+    if moves:
+        table = Customer.__table__
+        db.session.execute(
+            update(table).where(table.c.id == bindparam("b_id"))
+            .values(loyalty_points=table.c.loyalty_points + bindparam("b_delta")), moves)
 
 
 def _queue_outbox(plans, request, now):

@@ -169,9 +169,6 @@ def run_batch(job_id, item_ids):
             done, cancelled = _cancel_one_by_one(job_id, item_ids, actor, request, context)
     # Refunds and customer notices go out batch by batch, not as thousands of separate tasks.
     outbox.dispatch_for_batch([cancellation_id for cancellation_id, _store in cancelled])
-    # Unusual cancelling is flagged once per batch and store, not once per order.
-    for store_id in sorted({store for _cancellation, store in cancelled}):
-        oversight.after_cancellations(actor, store_id, context)
     finish(job_id)
     return {"job_id": job_id, **done}
 
@@ -323,12 +320,28 @@ def finish(job_id):
         .execution_options(synchronize_session=False)).rowcount
     if settled:
         job = db.session.get(BulkJob, job_id)
+        context = AuditContext(request_id=job.request_id, ip=job.ip, source="bulk")
         record(job.user, "bulk.finished", target_type="bulk_job", target_id=job_id,
                after={"status": status, "succeeded": found[SUCCEEDED], "failed": found[FAILED]},
-               context=AuditContext(request_id=job.request_id, ip=job.ip, source="bulk"))
+               context=context)
+        db.session.commit()
+        check_for_abuse(job, context)
+        return status
     db.session.commit()
-    return status if settled else db.session.scalar(select(BulkJob.status)
-                                                    .where(BulkJob.id == job_id))
+    return db.session.scalar(select(BulkJob.status).where(BulkJob.id == job_id))
+
+
+def check_for_abuse(job, context):
+    """Unusual cancelling is flagged once per finished job and store — not once per batch:
+    the monitor's counts grow with the job, and the job is one decision of one person."""
+    from models import Order
+
+    store_ids = db.session.scalars(
+        select(Order.store_id).join(BulkJobItem, BulkJobItem.order_id == Order.id)
+        .where(BulkJobItem.job_id == job.id, BulkJobItem.status == SUCCEEDED)
+        .distinct().order_by(Order.store_id)).all()
+    for store_id in store_ids:
+        oversight.after_cancellations(job.user, store_id, context)
 
 
 def watchdog(stall_seconds):

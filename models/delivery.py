@@ -38,7 +38,7 @@ class Refund(_Deliverable, db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
-    cancellation_id: Mapped[int | None] = mapped_column(ForeignKey("cancellations.id"))
+    cancellation_id: Mapped[int | None] = mapped_column(ForeignKey("cancellations.id"), index=True)
     amount_cents: Mapped[int] = mapped_column(Integer)
     method: Mapped[str | None] = mapped_column(String(24))
     gateway_reference: Mapped[str | None] = mapped_column(String(64))
@@ -52,7 +52,7 @@ class Notification(_Deliverable, db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
-    cancellation_id: Mapped[int | None] = mapped_column(ForeignKey("cancellations.id"))
+    cancellation_id: Mapped[int | None] = mapped_column(ForeignKey("cancellations.id"), index=True)
     channel: Mapped[str] = mapped_column(String(16), default="email")
     template: Mapped[str] = mapped_column(String(40), default="order_cancelled")
     recipient: Mapped[str | None] = mapped_column(String(254))
