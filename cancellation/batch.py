@@ -18,7 +18,7 @@ deadlock.
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from sqlalchemy import bindparam, func, insert, select, tuple_, update
+from sqlalchemy import bindparam, case, func, insert, select, tuple_, update
 from sqlalchemy.orm import joinedload, selectinload
 
 from models import (
@@ -161,15 +161,17 @@ def _settle_points(plans):
 
 def _write_cancellations(plans, actor, request, context, now):
     orders = [plan.order for plan in plans]
+    # One UPDATE for the batch (its rows are locked already): per-order values by id.
+    table = Order.__table__
     db.session.execute(
-        update(Order.__table__).where(Order.__table__.c.id == bindparam("b_id"))
-        .values(previous_status=bindparam("b_status"), status=CANCELLED, cancelled_at=now,
-                updated_at=now, refunded_cents=bindparam("b_refunded"),
-                payment_status=bindparam("b_payment"), version=bindparam("b_version")),
-        [{"b_id": plan.order.id, "b_status": plan.order.status,
-          "b_refunded": plan.order.refunded_cents + max(plan.refund_cents, 0),
-          "b_payment": plan.payment_status, "b_version": plan.order.version + 1}
-         for plan in plans])
+        update(table).where(table.c.id.in_([order.id for order in orders]))
+        .values(previous_status=table.c.status, status=CANCELLED, cancelled_at=now,
+                updated_at=now, version=table.c.version + 1,
+                refunded_cents=_by_id(table.c.id, {
+                    plan.order.id: plan.order.refunded_cents + max(plan.refund_cents, 0)
+                    for plan in plans}),
+                payment_status=_by_id(table.c.id, {
+                    plan.order.id: plan.payment_status for plan in plans})))
     db.session.execute(
         update(OrderItem).where(OrderItem.order_id.in_([order.id for order in orders]))
         .values(cancelled_quantity=OrderItem.quantity)
@@ -320,15 +322,19 @@ def _audit(plans, actor, request, context):
     record_many(actor, "order.cancelled", events, target_type="order", context=context)
 
 
+def _by_id(column, values):
+    """CASE column WHEN id THEN value ...: one statement sets a different value per row."""
+    return case(values, value=column)
+
+
 def _finish_items(plans, failures, now):
     """Each item's outcome, in the batch's transaction: progress is what has been committed."""
     table = BulkJobItem.__table__
     if plans:
         db.session.execute(
-            update(table).where(table.c.id == bindparam("b_id"))
-            .values(status=SUCCEEDED, finished_at=now,
-                    cancellation_id=bindparam("b_cancellation")),
-            [{"b_id": plan.item_id, "b_cancellation": plan.cancellation_id} for plan in plans])
+            update(table).where(table.c.id.in_([plan.item_id for plan in plans]))
+            .values(status=SUCCEEDED, finished_at=now, cancellation_id=_by_id(
+                table.c.id, {plan.item_id: plan.cancellation_id for plan in plans})))
     if failures:
         db.session.execute(
             update(table).where(table.c.id == bindparam("b_id"))
