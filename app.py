@@ -3,30 +3,30 @@
 Both are built on one core: configuration, database, Redis and Celery with its tasks. A worker
 runs the same domain code but serves no page, and whatever it imports sits in the memory of each
 of its processes (the main one and every pool process), so the web-only parts (blueprints,
-Flask-Admin, Flask-Limiter, Flask-Migrate with Alembic) are imported inside create_app only.
+Flask-Admin, Flask-Limiter, Flask-Migrate with Alembic, Flask-WTF with WTForms) are imported
+inside create_app only.
 """
 import logging
 import uuid
 
 import redis
 from flask import Flask, g, request
-from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import event
 from werkzeug.routing import IntegerConverter
 
 import config
 from models import db
 
-csrf = CSRFProtect()
-
 
 def create_app(overrides=None, env=None):
     """The web app. `env` picks the config class; `overrides` (a dict) wins over everything."""
     from flask_migrate import Migrate
+    from flask_wtf.csrf import CSRFProtect
 
     app = _create_core_app(overrides, env)
     Migrate(app, db, directory=str(config.ROOT / "migrations"), render_as_batch=True)
-    csrf.init_app(app)
+    # One per app, found as app.extensions["csrf"]: its list of exempt blueprints is this app's.
+    CSRFProtect(app)
 
     # Before any route is added: every <int:...> in a URL is a database id.
     app.url_map.converters["int"] = DatabaseId

@@ -1,10 +1,13 @@
 """Celery wired to the Flask app: every task runs inside an app context."""
-from celery import Celery, Task
-from celery.signals import worker_ready
 from flask import has_app_context
 
 
 def celery_init_app(app):
+    # Imported here, not at the top: `python -m tasks` (tasks/__main__.py) imports this package
+    # first and chooses what Celery's imports may load before they run.
+    from celery import Celery, Task
+    from celery.signals import worker_ready
+
     class FlaskTask(Task):
         def __call__(self, *args, **kwargs):
             if has_app_context():  # already inside one (a task called from a request, a test)
@@ -49,6 +52,7 @@ def celery_init_app(app):
     )
     celery.set_default()
     app.extensions["celery"] = celery
+    worker_ready.connect(_sweep_at_start)  # once: a receiver connected twice is kept once
     import tasks.cancel  # noqa: F401  (registers the tasks)
     import tasks.delivery  # noqa: F401
     import tasks.approvals  # noqa: F401
@@ -57,7 +61,6 @@ def celery_init_app(app):
     return celery
 
 
-@worker_ready.connect
 def _sweep_at_start(sender, **_kwargs):
     """Outbox rows whose task died with the last worker go out as soon as a worker is back."""
     sender.app.send_task("cancel_desk.sweep_outbox")

@@ -819,7 +819,7 @@ def run_floor(engine, data):
 def start_processes(children, env, folder, settings, port):
     from blueprints.cli import serve
 
-    worker_argv = [sys.executable, "-m", "celery", "-A", "tasks.worker", "worker",
+    worker_argv = [sys.executable, "-m", "tasks",
                    "--concurrency", str(settings.concurrency), "--loglevel", settings.log_level,
                    "--hostname", f"bench-{os.getpid()}@%h"]
     if settings.beat:
