@@ -4,7 +4,6 @@ import hashlib
 import secrets
 from datetime import datetime
 
-from flask_login import UserMixin
 from sqlalchemy import Boolean, Column, DateTime, ForeignKey, String, Table, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -32,7 +31,7 @@ user_stores = Table(
 )
 
 
-class User(UserMixin, db.Model):
+class User(db.Model):
     __tablename__ = "users"
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -54,9 +53,29 @@ class User(UserMixin, db.Model):
     def __str__(self):
         return f"{self.name} <{self.email}>"
 
+    # What Flask-Login asks of a user object (as its UserMixin provides it). Written here so the
+    # models do not import Flask-Login: the workers never sign anyone in and need not load it.
     @property
     def is_active(self):
         return bool(self.active)
+
+    @property
+    def is_authenticated(self):
+        return self.is_active
+
+    @property
+    def is_anonymous(self):
+        return False
+
+    def get_id(self):
+        return str(self.id)
+
+    def __eq__(self, other):
+        if isinstance(other, User):
+            return self.get_id() == other.get_id()
+        return NotImplemented
+
+    __hash__ = object.__hash__  # defining __eq__ would otherwise make users unhashable
 
     @property
     def role_enum(self):
