@@ -242,3 +242,30 @@ def test_simulate_failures(demo_app):
             runner.invoke(args=["simulate", "failures", "--kind", kind, "--off"])
     with demo_app.app_context():
         assert failures_left("refund") == failures_left("notification") == 0
+
+
+def test_demo_orders_adds_open_orders_with_their_stock_reserved(demo_app):
+    """`flask demo-orders`: fresh pending orders to try a bulk cancel of thousands with; the
+    stock rows still reserve exactly the open quantities. (Last in this module: it adds rows.)"""
+    from models import Order, OrderItem, StockLevel, db
+
+    with demo_app.app_context():
+        before = count(Order, Order.store_id == 1, Order.status == "pending")
+    result = demo_app.test_cli_runner().invoke(args=["demo-orders", "--store", "1",
+                                                     "--count", "50"])
+    assert result.exit_code == 0, result.output
+    assert "Added 50 pending orders to store 1" in result.output
+    with demo_app.app_context():
+        assert count(Order, Order.store_id == 1, Order.status == "pending") == before + 50
+        open_quantity = dict(db.session.execute(
+            select(OrderItem.product_id,
+                   func.sum(OrderItem.quantity - OrderItem.cancelled_quantity))
+            .join(Order, Order.id == OrderItem.order_id)
+            .where(Order.store_id == 1, Order.status.in_(OPEN))
+            .group_by(OrderItem.product_id)).all())
+        reserved = dict(db.session.execute(select(StockLevel.product_id, StockLevel.reserved)
+                                           .where(StockLevel.store_id == 1)).all())
+        assert {p: q for p, q in open_quantity.items() if p in reserved} == {
+            p: r for p, r in reserved.items() if r or p in open_quantity}
+    unknown = demo_app.test_cli_runner().invoke(args=["demo-orders", "--store", "9"])
+    assert unknown.exit_code != 0 and "no demo store 9" in unknown.output

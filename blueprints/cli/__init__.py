@@ -1,4 +1,4 @@
-"""`flask` commands: seed-demo, users, tokens, simulate, serve, bench."""
+"""`flask` commands: seed-demo, demo-orders, users, tokens, simulate, serve, bench."""
 import os
 from datetime import timedelta
 
@@ -45,6 +45,23 @@ def seed_demo_command():
     for email, _name, role, stores in USERS:
         where = ", ".join(db.session.get(Store, s).name for s in stores) or "all stores"
         click.echo(f"  {email:<24} {role:<17} {where}")
+
+
+@bp.cli.command("demo-orders")
+@click.option("--store", "store_id", type=int, default=1, show_default=True,
+              help="the demo store: 1 Downtown, 2 Uptown")
+@click.option("--count", type=click.IntRange(1, 20000), default=2000, show_default=True)
+def demo_orders_command(store_id, count):
+    """Add COUNT fresh pending orders to a demo store (to try a bulk cancel of thousands)."""
+    from blueprints.cli.demo import add_open_orders
+
+    if not demo_seeding_allowed(current_app):
+        raise click.ClickException("demo orders are only added in demo mode (development).")
+    try:
+        first, last = add_open_orders(store_id, count)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Added {count} pending orders to store {store_id}: {first} … {last}.")
 
 
 # -- users ---------------------------------------------------------------------------------------

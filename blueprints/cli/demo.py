@@ -609,3 +609,47 @@ def seed_demo(seed=SEED, now=None):
     db.session.commit()
     return {getattr(t, "__tablename__", getattr(t, "name", str(t))): len(plan.rows[t])
             for t in INSERT_ORDER}
+
+
+def add_open_orders(store_id, count, seed=None):
+    """`count` fresh pending orders for a demo store, to try a bulk cancellation of thousands:
+    1-3 lines of products the store stocks, paid by card, most with a customer; their stock is
+    reserved (and put on hand), as for every open order. Returns their numbers (first, last)."""
+    rng = random.Random(seed)
+    store = next((s for s in STORES if s["id"] == store_id), None)
+    if store is None or db.session.get(Store, store_id) is None:
+        raise ValueError(f"no demo store {store_id}")
+    products = db.session.execute(
+        select(Product.id, Product.price_cents).join(
+            StockLevel, (StockLevel.product_id == Product.id) & (StockLevel.store_id == store_id))
+        .order_by(Product.id)).all()
+    customers = db.session.scalars(select(Customer.id).order_by(Customer.id)).all()
+    numbers = db.session.scalars(select(Order.number).where(Order.store_id == store_id)).all()
+    next_number = 1 + max((int(n.rsplit("-", 1)[1]) for n in numbers
+                           if n.rsplit("-", 1)[-1].isdigit()), default=store["first_number"] - 1)
+    now = utcnow().replace(microsecond=0)
+    orders, reserved = [], defaultdict(int)
+    for offset in range(count):
+        lines = rng.sample(products, k=rng.randint(1, min(3, len(products))))
+        quantities = [rng.randint(1, 3) for _ in lines]
+        subtotal = sum(q * price for q, (_pid, price) in zip(quantities, lines))
+        tax = round(subtotal * TAX_RATE)
+        orders.append(Order(
+            number=f"{store['prefix']}-{next_number + offset}", store_id=store_id,
+            customer_id=rng.choice(customers) if customers and rng.random() < 0.7 else None,
+            status="pending", placed_at=now - timedelta(minutes=rng.randint(1, 600)),
+            subtotal_cents=subtotal, tax_cents=tax, total_cents=subtotal + tax,
+            payment_status="paid", paid_cents=subtotal + tax, payment_method="card",
+            items=[OrderItem(product_id=pid, quantity=q, unit_price_cents=price)
+                   for q, (pid, price) in zip(quantities, lines)]))
+        for q, (pid, _price) in zip(quantities, lines):
+            reserved[pid] += q
+    db.session.add_all(orders)
+    for product_id, quantity in sorted(reserved.items()):
+        db.session.execute(
+            StockLevel.__table__.update()
+            .where(StockLevel.store_id == store_id, StockLevel.product_id == product_id)
+            .values(on_hand=StockLevel.on_hand + quantity,
+                    reserved=StockLevel.reserved + quantity))
+    db.session.commit()
+    return orders[0].number, orders[-1].number
