@@ -1,12 +1,15 @@
 """Celery wired to the Flask app: every task runs inside an app context."""
 from flask import has_app_context
 
+DELIVERY_QUEUE = "cancel_desk.deliveries"
+
 
 def celery_init_app(app):
     # Imported here, not at the top: `python -m tasks` (tasks/__main__.py) imports this package
     # first and chooses what Celery's imports may load before they run.
     from celery import Celery, Task
     from celery.signals import worker_ready
+    from kombu import Queue
 
     class FlaskTask(Task):
         def __call__(self, *args, **kwargs):
@@ -26,7 +29,15 @@ def celery_init_app(app):
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        broker_transport_options={"visibility_timeout": 3600},
+        # Deliveries (refunds, customer notices) wait on a queue of their own, which a worker
+        # takes from only when the main queue is empty ("priority": Redis BRPOP tries the
+        # queues in this order): the thousands of deliveries a bulk job leaves behind never
+        # hold up the next job's batches, a cancel job, an approval or a sweep.
+        task_queues=(Queue("cancel_desk"), Queue(DELIVERY_QUEUE)),
+        task_routes={"cancel_desk.deliver_refund*": {"queue": DELIVERY_QUEUE},
+                     "cancel_desk.deliver_notification*": {"queue": DELIVERY_QUEUE}},
+        broker_transport_options={"visibility_timeout": 3600,
+                                  "queue_order_strategy": "priority"},
         broker_connection_retry_on_startup=True,
         result_backend_always_retry=True,
         task_default_queue="cancel_desk",

@@ -295,3 +295,24 @@ def test_a_batch_writes_what_a_single_cancel_writes(app, client, factory, worker
         assert got == expected
     assert _written(app, batched[0])["cancellation"][8] is True  # flagged for reconciliation
     assert _written(app, batched[1])["cancellation"][4:6] != (7, 12)  # the partial settled some
+
+
+def test_a_new_job_does_not_wait_behind_earlier_deliveries(app, client, factory, worker,
+                                                           store_with_manager):
+    """Refunds and notices queue on their own, lower-priority queue: a job submitted while a
+    big job's thousands of deliveries are still queued runs at once instead of after them."""
+    from tasks import DELIVERY_QUEUE
+
+    shop = store_with_manager
+    celery, redis = app.extensions["celery"], app.extensions["redis"]
+    for _ in range(3000):  # what a big job leaves behind (here: deliveries with nothing to do)
+        celery.send_task("cancel_desk.deliver_refund", args=[2**31 - 1])
+    try:
+        order_id = factory.order(shop["store_id"], [(shop["product_id"], 1, 1500)])
+        job = wait_finished(client, shop["token"],
+                            submit(client, shop["token"], [order_id]).json["job_id"])
+        assert job["status"] == "completed"
+        assert redis.llen(DELIVERY_QUEUE) > 0  # it finished while the deliveries still waited
+    finally:
+        wait_for(lambda: redis.llen(DELIVERY_QUEUE) == 0, timeout=120, interval=0.5,
+                 message="the queued deliveries to drain")
