@@ -14,8 +14,8 @@ One run, start to finish:
    for (a), the same number of identically shaped ones for (b), and enough for (c);
 4. (b) the floor: the row changes of cancelling the (b) set done as set-based SQL in ONE
    transaction, in this process, before any server runs;
-5. the real processes: gunicorn serving `app:create_app()` and one
-   `celery worker --concurrency 2` (no beat unless BENCH_BEAT=1), CANCEL_DESK_ENV=production;
+5. the real processes: gunicorn serving `app:create_app()` and one worker
+   `python -m tasks --concurrency 2` (no beat unless BENCH_BEAT=1), CANCEL_DESK_ENV=production;
 6. (d) the orders list page, (c) single cancels through the API (paced, then closed loop),
    (a) the bulk cancel through the API; every cancel's effects are verified in the database;
 7. a table, then — as the last line of stdout — one JSON object with the headline figures.
