@@ -290,7 +290,7 @@ def test_a_batch_writes_what_a_single_cancel_writes(app, client, factory, worker
                         submit(client, shop["token"], batched).json["job_id"])
     assert (job["status"], job["succeeded"]) == ("completed", 2)
 
-    for single, together in zip(singles, batched):
+    for single, together in zip(singles, batched, strict=True):
         expected, got = _written(app, single), _written(app, together)
         assert got == expected
     assert _written(app, batched[0])["cancellation"][8] is True  # flagged for reconciliation

@@ -632,7 +632,7 @@ def add_open_orders(store_id, count, seed=None):
     for offset in range(count):
         lines = rng.sample(products, k=rng.randint(1, min(3, len(products))))
         quantities = [rng.randint(1, 3) for _ in lines]
-        subtotal = sum(q * price for q, (_pid, price) in zip(quantities, lines))
+        subtotal = sum(q * price for q, (_pid, price) in zip(quantities, lines, strict=True))
         tax = round(subtotal * TAX_RATE)
         orders.append(Order(
             number=f"{store['prefix']}-{next_number + offset}", store_id=store_id,
@@ -641,8 +641,8 @@ def add_open_orders(store_id, count, seed=None):
             subtotal_cents=subtotal, tax_cents=tax, total_cents=subtotal + tax,
             payment_status="paid", paid_cents=subtotal + tax, payment_method="card",
             items=[OrderItem(product_id=pid, quantity=q, unit_price_cents=price)
-                   for q, (pid, price) in zip(quantities, lines)]))
-        for q, (pid, _price) in zip(quantities, lines):
+                   for q, (pid, price) in zip(quantities, lines, strict=True)]))
+        for q, (pid, _price) in zip(quantities, lines, strict=True):
             reserved[pid] += q
     db.session.add_all(orders)
     for product_id, quantity in sorted(reserved.items()):
