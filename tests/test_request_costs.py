@@ -33,31 +33,6 @@ def settings_reads(seen):
 
 
 @pytest.fixture
-def setting(app):
-    """Set a Setting for one test; the stored value (or its absence) is put back after."""
-    from models import Setting, db
-
-    saved = {}
-
-    def put(key, value):
-        with app.app_context():
-            row = db.session.get(Setting, key)
-            saved.setdefault(key, None if row is None else row.value)
-            Setting.put(key, value)
-            db.session.commit()
-
-    yield put
-    with app.app_context():
-        for key, value in saved.items():
-            row = db.session.get(Setting, key)
-            if value is None:
-                db.session.delete(row)
-            else:
-                row.value = value
-        db.session.commit()
-
-
-@pytest.fixture
 def fulfillment_store(app, factory):
     """A store whose fulfillment clerk must ask for approval on in-progress orders: every row of
     the list then needs the approval thresholds."""
