@@ -469,9 +469,10 @@ def notice_message(notice):
                        f"{item.product.name if item else 'item #' + str(line['item_id'])}")
     link = f"{current_app.config.get('PUBLIC_BASE_URL', '').rstrip('/')}/approvals"
     if notice.event in ("requested", "escalated"):
+        what = f"items of order {order.number}" if lines else f"order {order.number}"
         subject = (f"{'Escalated: ' if notice.event == 'escalated' else ''}Approval needed to "
-                   f"cancel order {order.number}")
-        body = [f"{requester.name} asks to cancel order {order.number} and needs your approval.",
+                   f"cancel {what}")
+        body = [f"{requester.name} asks to cancel {what} and needs your approval.",
                 ""] + summary + ["", "Why approval is needed:"] + [f"  - {w}" for w in approval.why]
         if notice.event == "escalated" and approval.status_detail:
             body += ["", f"Escalated to admins: {approval.status_detail}"]

@@ -176,3 +176,50 @@ def test_the_approval_endpoints_are_documented(client, factory):
     assert "post" in paths["/api/v1/orders/{order_id}/approval_request"]
     assert "post" in paths["/api/v1/approval_requests/{approval_id}/approve"]
     assert "post" in paths["/api/v1/approval_requests/{approval_id}/reject"]
+
+
+def test_a_partial_request_says_which_items_it_cancels(app, client, factory):
+    store_id = factory.store()
+    kept, asked = factory.product(1000), factory.product(2500)
+    order_id = factory.order(store_id, [(kept, 3, 1000), (asked, 2, 2500)], status="on_hold",
+                             customer_id=factory.customer())
+    requester = factory.user("fulfillment", stores=[store_id])
+    manager = factory.user("store_manager", stores=[store_id])
+    with app.app_context():
+        order = db.session.get(Order, order_id)
+        item_id = order.items[1].id
+        asked_name = order.items[1].product.name
+    sign_in(app, client, requester)
+    token = csrf_from(client.get(f"/orders/{order_id}"))
+    response = client.post(f"/orders/{order_id}/modify", data={
+        "csrf_token": token, "reason": "inventory_issues", "notify_customer": "y",
+        "version": "1", "mode": "approval", "justification": JUSTIFICATION,
+        f"qty-{item_id}": "1"})
+    assert response.status_code == 302
+    approval = approval_of(app, order_id)
+    assert approval.payload["items"] == [{"item_id": item_id, "quantity": 1}]
+
+    with client.session_transaction() as session:
+        session.clear()
+    sign_in(app, client, manager)
+    queue = text_of(client.get("/approvals"))
+    card = re.search(rf'data-approval-id="{approval.id}".*?</form>', queue, re.S).group(0)
+    on_approval = re.search(r'data-testid="on-approval">(.*?)</dd>', card, re.S).group(1)
+    assert "whole order" not in on_approval
+    assert f"Cancel 1 × {asked_name} (1 item(s))" in on_approval
+    assert "the rest of the order stays open" in on_approval
+    confirm = re.search(r'data-confirm="([^"]*)" data-testid="approve"', card).group(1)
+    assert "cancel 1 item(s) of order" in confirm and "Approve & cancel items" in card
+
+    # The e-mail to the approvers says the same.
+    from types import SimpleNamespace
+
+    from cancellation.approvals import notice_message
+    with app.app_context():
+        stored = db.session.get(ApprovalRequest, approval.id)
+        subject, body = notice_message(SimpleNamespace(approval_request=stored,
+                                                       event="requested"))
+        number = stored.order.number
+    assert subject == f"Approval needed to cancel items of order {number}"
+    assert f"asks to cancel items of order {number}" in body
+    assert f"Cancel:  1 x {asked_name}" in body
