@@ -3,7 +3,8 @@
 Reinstating undoes exactly what the cancellation did: the previous status, the stock reserved
 again, the loyalty entries reversed, the pending refund and notification voided. It is refused —
 with the reason — when the window has passed, the refund was already paid out, the stock is no
-longer there or the order changed after the cancellation.
+longer there or the order changed after the cancellation, and while maintenance mode is on
+(503 `maintenance_mode`: nothing changes; ask again after it).
 """
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -18,6 +19,7 @@ from models import (
 from models.delivery import DeliveryStatus
 from models.order import OrderStatus, PaymentStatus
 
+from cancellation import maintenance
 from cancellation.audit import record
 from cancellation.errors import Blocked, ConcurrentModification, Forbidden, InvalidState
 from cancellation.outbox import RETRYABLE
@@ -92,6 +94,9 @@ def reinstate_order(order_id, actor, *, reason, restore_previous_state=True, con
         order = require_visible(actor, load_order_for_update(order_id))
         if not can(actor, "reinstate_order"):
             raise Forbidden("You do not have permission to reinstate orders.")
+        # Refused here, not queued: a reinstatement is decided on the order as it is now (see
+        # cancellation/maintenance.py); here, so that every caller refuses it the same way.
+        maintenance.refuse_while_on(maintenance.REINSTATING_PAUSED)
         eligibility = reinstate_eligibility(order)
         if not eligibility.eligible:
             codes = {r["code"] for r in eligibility.reasons}

@@ -508,6 +508,48 @@ def test_no_cancellation_is_performed_while_on_whatever_the_path(app, factory,
     assert effects(app, shop["order_id"])["status"] == "pending"
 
 
+def test_no_reinstatement_is_performed_while_on_whatever_the_path(app, client, factory,
+                                                                   maintenance_mode):
+    """The domain refuses (not only API v2's route): every caller gets the same 503."""
+    from cancellation import CancelDeskError
+    from cancellation.maintenance import MaintenanceInProgress
+    from cancellation.reinstate import reinstate_order
+
+    shop = factory.shop(role="admin", paid=False)
+    ops_t = factory.token(factory.user("ops_engineer"))
+    outsider = factory.user("store_manager", stores=[factory.store()])
+    maintenance_mode(False)
+    assert cancel(client, shop["order_id"], shop["token"]).status_code == 200
+    maintenance_mode(True)
+    before = order_state(app, shop["order_id"])
+
+    with app.app_context():
+        with pytest.raises(MaintenanceInProgress) as caught:
+            reinstate_order(shop["order_id"], db.session.get(User, shop["user_id"]),
+                            reason="rollback")
+    assert caught.value.status == 503 and caught.value.code == "maintenance_mode"
+    assert caught.value.message == ("Maintenance is in progress: orders are not reinstated "
+                                    "until it ends, so nothing was changed. Ask again once "
+                                    "maintenance is over.")
+    response = client.post(f"/api/v2/orders/{shop['order_id']}/reinstate",
+                           json={"reason": "rollback"},
+                           headers=v2_headers(ops_t, key=str(uuid.uuid4())))
+    assert assert_api_error(response, 503, "maintenance_mode")["message"] == caught.value.message
+    assert order_state(app, shop["order_id"]) == before
+
+    # What does not depend on maintenance is answered first: an order one cannot see is 404.
+    with app.app_context():
+        with pytest.raises(CancelDeskError) as hidden:
+            reinstate_order(shop["order_id"], db.session.get(User, outsider), reason="rollback")
+    assert hidden.value.status == 404
+
+    maintenance_mode(False)
+    with app.app_context():
+        order = reinstate_order(shop["order_id"], db.session.get(User, shop["user_id"]),
+                                reason="rollback")
+        assert order.status == "pending"
+
+
 def test_malformed_bodies_during_maintenance_are_400s(client, factory, maintenance_mode):
     shop = factory.shop(role="admin")
     url = f"/api/v1/orders/{shop['order_id']}/status"

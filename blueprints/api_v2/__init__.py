@@ -176,10 +176,9 @@ def reinstate_check(order_id):
 @requires("use_api_v2")
 @idempotent
 def reinstate(order_id):
-    """503 `maintenance_mode` while maintenance is on: nothing changes; ask again after it (the
-    idempotency key is not used up by a 503)."""
+    """503 `maintenance_mode` while maintenance is on (`reinstate_order` refuses): nothing
+    changes; ask again after it (the idempotency key is not used up by a 503)."""
     body = parse_json(ReinstateBody)
-    maintenance.refuse_while_on(maintenance.REINSTATING_PAUSED)
     order = reinstate_order(order_id, current_user, reason=body.reason,
                             restore_previous_state=body.restore_previous_state,
                             context=audit_context("api_v2"))
