@@ -66,8 +66,10 @@ def test_filters_pagination_and_store_scope(app, client, factory):
     assert len(rows_on(page)) == 50
     seqs = [int(seq) for seq, _ in rows_on(page)]
     assert seqs == sorted(seqs, reverse=True)  # newest first
+    assert "Page 1 of 2" in page and 'href="/audit/?page=2" rel="next"' in page
     second = client.get("/audit/?page=2").get_data(as_text=True)
     assert len(rows_on(second)) == 15
+    assert "Page 2 of 2" in second
     assert not set(rows_on(page)) & set(rows_on(second))
 
     by_action = client.get("/audit/?action=test.beta").get_data(as_text=True)

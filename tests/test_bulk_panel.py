@@ -347,3 +347,26 @@ def test_a_2000_order_job_sent_during_maintenance_waits_and_the_list_says_so(
                 db.session.execute(db.delete(BulkJob).where(BulkJob.id == job_id))
             Setting.put("maintenance_mode", False)
             db.session.commit()
+
+
+def test_the_jobs_list_pages_like_the_audit_log(app, client, factory, store, monkeypatch):
+    """The shared pagination footer: "Page n of m" and the page links, on one page only when
+    there is more than one."""
+    from blueprints.orders import bulk as bulk_views
+
+    monkeypatch.setattr(bulk_views, "JOBS_PER_PAGE", 2)
+    with app.app_context():
+        db.session.add_all([BulkJob(user_id=store["manager_id"], reason="inventory_issues",
+                                    status="completed") for _ in range(3)])
+        db.session.commit()
+    sign_in(app, client, store["manager_id"])
+
+    first = text_of(client.get("/bulk-jobs"))
+    assert "Page 1 of 2" in first
+    assert re.search(r'<a class="page-link" href="/bulk-jobs\?page=2" rel="next"', first)
+    second = text_of(client.get("/bulk-jobs?page=2"))
+    assert "Page 2 of 2" in second and 'aria-current="page">2<' in second
+
+    monkeypatch.setattr(bulk_views, "JOBS_PER_PAGE", 25)
+    single = text_of(client.get("/bulk-jobs"))
+    assert "Page 1 of" not in single and 'aria-label="Pages"' not in single

@@ -368,3 +368,33 @@ def test_modify_dialog_in_the_browser(app, factory, live_server, page):
     assert "its total is now $38.50" in page.locator(".alert-success").inner_text()
     assert items_of(app, shop["order_id"]) == [(shop["item_a"], 3, 2), (shop["item_b"], 2, 1)]
     shot(page, "partial-done")
+
+
+def test_cancel_and_modify_forms_ask_the_same_customer_request_fields(app, client, factory):
+    """One macro renders both: same names, `<mode>-<field>` ids, the store's time zone, and
+    the hooks app.js uses (shown and required only for "Customer requested")."""
+    shop = two_item_shop(app, factory)
+    page = text_of(open_detail(app, client, shop))
+    with app.app_context():
+        timezone = db.session.get(Order, shop["order_id"]).store.timezone
+    fieldsets = re.findall(r'<fieldset class="customer-request[^"]*".*?</fieldset>', page, re.S)
+    assert len(fieldsets) == 2  # the Cancel Order dialog and the Modify Order dialog
+    for mode, fieldset in zip(("modal", "modify"), fieldsets):
+        assert "js-customer-request d-none" in fieldset  # hidden until the reason asks for it
+        assert "Customer contact" in fieldset and f"(store time, {timezone})" in fieldset
+        for name in ("request_contact", "request_channel", "requested_at"):
+            assert f'id="{mode}-{name}"' in fieldset and f'name="{name}"' in fieldset
+            assert f'for="{mode}-{name}"' in fieldset
+        assert fieldset.count("js-request-required") == 2
+    assert "js-requested-at" in fieldsets[0] and "js-requested-at" not in fieldsets[1]
+
+    # An error is shown in the field, on the modify page too.
+    response = post_modify(client, shop["order_id"], token=csrf_from(client.get("/")),
+                           reason="customer_requested", request_channel="email",
+                           quantities=[(shop["item_a"], 1)])
+    assert response.status_code == 400
+    [fieldset] = re.findall(r'<fieldset class="customer-request[^"]*".*?</fieldset>',
+                            text_of(response), re.S)
+    assert "d-none" not in fieldset.split(">")[0]
+    assert 'id="modify-page-request_contact"' in fieldset and "is-invalid" in fieldset
+    assert '<option selected value="email">' in fieldset
