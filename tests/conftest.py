@@ -563,18 +563,32 @@ def restore_row(app):
         assert report.ok, f"the shared chain was not restored: {report}"
 
 
-def open_row_dialog(page, row, item):
-    """Open a list row's action menu, choose `item`, and wait for the cancel dialog. Waits for
-    the menu to be shown and placed first: a click on an item Popper is still positioning can
-    land beside it on a busy machine."""
-    row.locator(".row-actions button").click()
-    menu = row.locator(".dropdown-menu.show")
-    menu.wait_for(state="visible")
-    choice = menu.get_by_text(item)
-    choice.wait_for(state="visible")
-    page.wait_for_timeout(100)  # Popper places the menu on the next frames
-    choice.click()
-    page.wait_for_selector("#cancel-order-modal.show")
+def open_row_dialog(page, row, item, attempts=3):
+    """Open a list row's action menu, choose `item`, and wait for the cancel dialog.
+
+    Waits for the menu to be shown and placed first; still, Popper may move a menu again after
+    it looked placed (a one-row table's menu flips above its button), and a click then lands
+    beside the item and only closes the menu — nothing opens. So the menu is closed and the
+    choice made again, as a person would, before giving up."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(1, attempts + 1):
+        row.locator(".row-actions button").click()
+        menu = row.locator(".dropdown-menu.show")
+        menu.wait_for(state="visible")
+        choice = menu.get_by_text(item)
+        choice.wait_for(state="visible")
+        page.wait_for_timeout(150)  # Popper places the menu on the next frames
+        choice.click()
+        try:
+            page.wait_for_selector("#cancel-order-modal.show", timeout=5000)
+            return
+        except PlaywrightTimeout:
+            shot(page, f"open-row-dialog-missed-{attempt}")
+            if attempt == attempts:
+                raise
+            page.keyboard.press("Escape")  # a menu the click left open
+            page.wait_for_timeout(300)
 
 
 @pytest.fixture
