@@ -22,12 +22,13 @@ from sqlalchemy import bindparam, case, func, insert, select, tuple_, update
 from sqlalchemy.orm import joinedload, selectinload
 
 from models import (
-    BulkJobItem, Cancellation, CancellationItem, Customer, DeliveryStatus, LoyaltyEntry,
+    ApprovalRequest, BulkJobItem, Cancellation, CancellationItem, Customer, DeliveryStatus, LoyaltyEntry,
     LoyaltyKind, Notification, Order, OrderItem, OrderStatus, PaymentStatus, Refund, StockLevel,
     db, money, utcnow,
 )
 from models.bulk import BulkItemStatus
 
+from cancellation import approvals
 from cancellation.audit import record_many
 from cancellation.errors import CancelDeskError, InvalidState
 from cancellation.policy import evaluate_cancel
@@ -81,7 +82,7 @@ def cancel_together(item_ids, actor, request, context, file_approval):
         return result
     orders = _lock_orders(claimed.values())
     now = utcnow()
-    plans, failures, approvals = [], [], []
+    plans, failures, to_approve = [], [], []
     for item_id in sorted(claimed):
         order = orders.get(claimed[item_id])
         try:
@@ -90,7 +91,7 @@ def cancel_together(item_ids, actor, request, context, file_approval):
             failures.append((item_id, exc))
             continue
         if decision.needs_approval:
-            approvals.append((item_id, order, decision.why))
+            to_approve.append((item_id, order, decision.why))
         else:
             plans.append(_plan(item_id, order))
     _settle_points(plans)
@@ -102,18 +103,29 @@ def cancel_together(item_ids, actor, request, context, file_approval):
         _release_stock(plans)
         _move_balances(plans)
     # Approval requests append to the audit chain: after the stock and customer locks, as in a
-    # single cancel, so that the head stays the last lock taken.
-    for item_id, order, why in approvals:
+    # single cancel, so that the head stays the last lock taken — the actor's open requests on
+    # these orders (a new one may replace one) are locked before the first of them takes it.
+    _lock_open_requests(actor, [order.id for _item, order, _why in to_approve])
+    for item_id, order, why in to_approve:
         approval = file_approval(order, why)
         failures.append((item_id, InvalidState(
             f"Needs approval ({'; '.join(why)}): approval request #{approval.id} was filed "
             "for it.", code="approval_required")))
     if plans:
         _audit(plans, actor, request, context)
-    _finish_items(plans, failures, now)
+    _finish_items(plans, failures, utcnow())  # the watchdog reads progress from this time
     result.succeeded, result.failed = len(plans), len(failures)
     result.cancelled = [(plan.cancellation_id, plan.order.store_id) for plan in plans]
     return result
+
+
+def _lock_open_requests(actor, order_ids):
+    if order_ids:
+        db.session.execute(
+            select(ApprovalRequest.id).where(ApprovalRequest.order_id.in_(order_ids),
+                                             ApprovalRequest.requested_by_id == actor.id,
+                                             ApprovalRequest.status.in_(approvals.OPEN))
+            .order_by(ApprovalRequest.id).with_for_update()).all()
 
 
 def _lock_orders(order_ids):
@@ -190,11 +202,13 @@ def _write_cancellations(plans, actor, request, context, now):
          for plan in plans]).all()
     for plan, cancellation_id in zip(plans, cancellation_ids, strict=True):
         plan.cancellation_id = cancellation_id
-    db.session.execute(insert(CancellationItem), [
-        {"cancellation_id": plan.cancellation_id, "order_item_id": item.id,
-         "product_id": item.product_id, "quantity": quantity,
-         "stock_returned": plan.stock_returned[item.product_id]}
-        for plan in plans for item, quantity in plan.lines])
+    lines = [{"cancellation_id": plan.cancellation_id, "order_item_id": item.id,
+              "product_id": item.product_id, "quantity": quantity,
+              "stock_returned": plan.stock_returned[item.product_id]}
+             for plan in plans  # in product order, as service.return_stock adds them
+             for item, quantity in sorted(plan.lines, key=lambda line: line[0].product_id)]
+    if lines:
+        db.session.execute(insert(CancellationItem), lines)
     _restore_points(plans, now)
     _queue_outbox(plans, request, now)
 

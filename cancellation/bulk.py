@@ -174,8 +174,8 @@ def run_batch(job_id, item_ids):
 
 
 def _cancel_together(item_ids, actor, request, context):
-    """The batch in one transaction (cancellation/batch.py); None when the database refused
-    any of it, with everything rolled back."""
+    """The batch in one transaction (cancellation/batch.py); None when anything in it failed
+    (the database refused a change, or an error), with everything rolled back."""
     def file_approval(order, why):
         return file_approval_request(order, actor, request, why, context)
 
@@ -183,10 +183,10 @@ def _cancel_together(item_ids, actor, request, context):
         result = batch.cancel_together(item_ids, actor, request, context, file_approval)
         db.session.commit()
         return result
-    except SQLAlchemyError:
+    except Exception:  # noqa: BLE001 - one order at a time finds (and fails) the order at fault
         db.session.rollback()
-        log.info("bulk batch of %s items refused by the database; one order at a time",
-                 len(item_ids), exc_info=True)
+        log.warning("bulk batch of %s items not done together; one order at a time",
+                    len(item_ids), exc_info=True)
         return None
 
 
