@@ -614,3 +614,22 @@ def setting(app):
             else:
                 row.value = value
         db.session.commit()
+
+
+@pytest.fixture
+def maintenance_mode(app, factory):
+    """Maintenance on for the test (switched by an admin, as the panel does); always off after,
+    so no other test runs with it. The fixture's value switches it: maintenance_mode(False)."""
+    from cancellation import maintenance
+    from cancellation.audit import AuditContext
+    from models import User, db
+
+    admin_id = factory.user("admin")
+
+    def switch(on):
+        with app.app_context():
+            maintenance.switch(db.session.get(User, admin_id), on, AuditContext(source="test"))
+
+    switch(True)
+    yield switch
+    switch(False)

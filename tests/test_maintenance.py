@@ -35,21 +35,6 @@ def setting(app):
         return maintenance.is_on(fresh=True)
 
 
-@pytest.fixture
-def maintenance_mode(app, factory):
-    """Maintenance on for the test (switched by an admin, as the panel does); always off after,
-    so no other test runs with it."""
-    admin_id = factory.user("admin")
-
-    def switch(on):
-        with app.app_context():
-            maintenance.switch(db.session.get(User, admin_id), on, AuditContext(source="test"))
-
-    switch(True)
-    yield switch
-    switch(False)
-
-
 def job_of(app, job_id):
     with app.app_context():
         job = db.session.get(CancelJob, job_id)

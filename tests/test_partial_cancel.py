@@ -612,23 +612,6 @@ def test_concurrent_requests_never_cancel_more_than_is_open(app, factory):
     assert len(refunds_of(app, shop["order_id"])) == 1
 
 
-@pytest.fixture
-def maintenance_mode(app, factory):
-    """Maintenance on for the test; always off after, so no other test runs with it."""
-    from cancellation import AuditContext, maintenance
-    from models import User
-
-    admin_id = factory.user("admin")
-
-    def switch(on):
-        with app.app_context():
-            maintenance.switch(db.session.get(User, admin_id), on, AuditContext(source="test"))
-
-    switch(True)
-    yield switch
-    switch(False)
-
-
 def test_in_maintenance_mode_a_partial_cancel_is_queued_then_done(app, client, worker,
                                                                   two_lines, maintenance_mode):
     s = two_lines

@@ -4,13 +4,10 @@ checked on its own, so one blocked instance never stops the rest — through API
 panel, and the maintenance queue."""
 import re
 
-import pytest
 from conftest import (
     assert_api_error, bearer, cancel, csrf_from, login, v2_cancel, v2_wait_cancel, wait_for,
 )
 
-from cancellation import maintenance
-from cancellation.audit import AuditContext
 from models import ApprovalRequest, Cancellation, CancelJob, Order, Refund, StockLevel, User, db
 
 
@@ -306,18 +303,6 @@ def test_panel_ignores_a_scope_sent_for_an_order_outside_any_series(app, client,
 
 
 # --- queued in maintenance mode --------------------------------------------------------------
-
-@pytest.fixture
-def maintenance_mode(app, factory):
-    admin_id = factory.user("admin")
-
-    def switch(on):
-        with app.app_context():
-            maintenance.switch(db.session.get(User, admin_id), on, AuditContext(source="test"))
-
-    switch(True)
-    yield switch
-    switch(False)
 
 
 def test_all_future_queued_in_maintenance_runs_when_it_ends(app, client, factory, worker,
