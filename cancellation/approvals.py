@@ -132,22 +132,31 @@ def route(approval_id):
         db.session.rollback()
         return "nothing_to_do"
     order = approval.order
-    approval.routed_at = utcnow()
     managers = store_approvers(order, exclude_id=approval.requested_by_id)
     if not managers:
-        _escalate(approval, "No active store manager of this store can approve it.")
+        if not _escalate(approval, "No active store manager of this store can approve it.",
+                         routed=True):
+            db.session.rollback()
+            return "nothing_to_do"
         db.session.commit()
         return "escalated"
+    if not _move(approval, "pending", allowed=("pending",), routed_at=utcnow(),
+                 only_unrouted=True):
+        db.session.rollback()  # another worker routed it, or it was decided meanwhile
+        return "nothing_to_do"
     for user in managers + active_admins(exclude_id=approval.requested_by_id):
         _notice(approval, user, "requested")
     db.session.commit()
     return "routed"
 
 
-def _escalate(approval, because, actor=None, context=SYSTEM):
-    approval.status = "escalated"
-    approval.escalated_at = utcnow()
-    approval.status_detail = because
+def _escalate(approval, because, actor=None, context=SYSTEM, routed=False):
+    """pending -> escalated (compare-and-set); False when another caller moved it first."""
+    now = utcnow()
+    extra = {"routed_at": now} if routed else {}
+    if not _move(approval, "escalated", allowed=("pending",), escalated_at=now,
+                 status_detail=because, only_unrouted=routed, **extra):
+        return False
     admins = active_admins(exclude_id=approval.requested_by_id)
     if not admins:
         log.warning("approval request %s escalated but no active admin exists", approval.id)
@@ -158,6 +167,7 @@ def _escalate(approval, because, actor=None, context=SYSTEM):
            before={"status": "pending"},
            after={"status": "escalated", "because": because,
                   "admins_notified": [a.id for a in admins]}, context=context)
+    return True
 
 
 # --- deciding --------------------------------------------------------------------------------
@@ -232,12 +242,14 @@ def approve(approval_id, approver, comment, context):
             db.session.commit()  # what the failure recorded (stale, expired, escalated)
             raise failure
         before = {"status": approval.status}
+        # Claim the decision first: of an approve and a reject (or two approves) racing, one
+        # moves the request and the other gets approval_closed before anything is cancelled.
+        if not _move(approval, "approved", decided_by_id=approver.id, decided_at=utcnow(),
+                     comment=comment, status_detail=None):
+            raise _lost_race(approval)
         cancellation = (perform_partial_cancel if partial else perform_full_cancel)(
             order, approver, request, context)
-        approval.status = "approved"
-        approval.decided_by_id, approval.decided_at = approver.id, utcnow()
-        approval.comment, approval.cancellation = comment, cancellation
-        approval.status_detail = None
+        approval.cancellation = cancellation
         db.session.flush()
         record(approver, "approval.approved", target_type="approval_request",
                target_id=approval.id, store_id=order.store_id, order_id=order.id,
@@ -271,9 +283,9 @@ def reject(approval_id, approver, comment, context):
             db.session.commit()
             raise failure
         before = {"status": approval.status}
-        approval.status = "rejected"
-        approval.decided_by_id, approval.decided_at = approver.id, utcnow()
-        approval.comment = comment
+        if not _move(approval, "rejected", decided_by_id=approver.id, decided_at=utcnow(),
+                     comment=comment):
+            raise _lost_race(approval)
         record(approver, "approval.rejected", target_type="approval_request",
                target_id=approval.id, store_id=approval.order.store_id,
                order_id=approval.order_id, before=before,
@@ -317,6 +329,32 @@ def _lock(approval_id):
         .execution_options(populate_existing=True))
 
 
+def _move(approval, status, *, allowed=OPEN, only_unrouted=False, **values):
+    """Compare-and-set: move the request to `status` only if it is still in `allowed`.
+
+    One UPDATE ... WHERE status IN (...): of two callers racing (an approve and a reject, two
+    sweeps, a reject and the expiry) exactly one changes the row, on SQLite — where SELECT ...
+    FOR UPDATE is a no-op and writers are serialised by the database lock — as on PostgreSQL.
+    Returns whether this caller won; `approval` then holds the row as written.
+    """
+    db.session.flush()
+    condition = [ApprovalRequest.id == approval.id, ApprovalRequest.status.in_(allowed)]
+    if only_unrouted:
+        condition.append(ApprovalRequest.routed_at.is_(None))
+    won = db.session.execute(
+        update(ApprovalRequest).where(*condition).values(status=status, **values)
+        .execution_options(synchronize_session=False)).rowcount == 1
+    db.session.refresh(approval)
+    return won
+
+
+def _lost_race(approval):
+    """The 409 for the caller whose compare-and-set found the request already moved."""
+    return _closed(approval) or Blocked(
+        f"Approval request #{approval.id} was changed by someone else at the same moment; "
+        "nothing was changed.", code="approval_closed", details={"status": approval.status})
+
+
 def _closed(approval):
     if approval.status in OPEN:
         return None
@@ -329,7 +367,8 @@ def _closed(approval):
 def _lapsed(approval):
     if approval.expires_at is None or approval.expires_at > utcnow():
         return None
-    _expire(approval)
+    if not _expire(approval):
+        return _lost_race(approval)
     return Blocked(f"Approval request #{approval.id} expired on "
                    f"{approval.expires_at:%Y-%m-%d %H:%M} UTC without a decision; the requester "
                    "must file a new one.", code="approval_expired",
@@ -340,7 +379,8 @@ def _stale(approval, order, actor, context):
     why = stale_reason(approval, order)
     if why is None:
         return None
-    _mark_stale(approval, why, actor, context)
+    if not _mark_stale(approval, why, actor, context):
+        return _lost_race(approval)
     return Blocked(f"Approval request #{approval.id} is stale: {why} Nothing was cancelled.",
                    code="approval_stale",
                    details={"status": "stale", "current_version": order.version,
@@ -349,20 +389,20 @@ def _stale(approval, order, actor, context):
 
 def _mark_stale(approval, why, actor, context):
     before = approval.status
-    approval.status, approval.status_detail = "stale", why
-    approval.decided_at = utcnow()
+    if not _move(approval, "stale", status_detail=why, decided_at=utcnow()):
+        return False
     record(actor, "approval.stale", target_type="approval_request", target_id=approval.id,
            store_id=approval.order.store_id, order_id=approval.order_id,
            before={"status": before}, after={"status": "stale", "why": why}, context=context)
     _notice(approval, approval.requested_by, "stale")
+    return True
 
 
 def _beyond_authority(approval, approver, why, context):
     """The approver's own policy needs approval (a manager and an order over 30 days old)."""
-    escalated = approval.status == "pending"
-    if escalated:
-        _escalate(approval, f"{approver.name} could not approve it: {' '.join(why)}",
-                  actor=approver, context=context)
+    escalated = approval.status == "pending" and _escalate(
+        approval, f"{approver.name} could not approve it: {' '.join(why)}", actor=approver,
+        context=context)
     return Forbidden(
         "You cannot approve this cancellation: " + " ".join(why) + " "
         + ("The request was escalated to the admins." if escalated
@@ -385,15 +425,16 @@ def _close_other_requests(order, approved, context):
 
 def _expire(approval):
     before = approval.status
-    approval.status = "expired"
-    approval.decided_at = utcnow()
-    approval.status_detail = "Nobody decided it before it expired."
+    if not _move(approval, "expired", decided_at=utcnow(),
+                 status_detail="Nobody decided it before it expired."):
+        return False
     record(None, "approval.expired", target_type="approval_request", target_id=approval.id,
            store_id=approval.order.store_id, order_id=approval.order_id,
            before={"status": before},
            after={"status": "expired", "expires_at": isoformat(approval.expires_at)},
            context=SYSTEM)
     _notice(approval, approval.requested_by, "expired")
+    return True
 
 
 def expire_overdue(limit=500):
@@ -405,7 +446,8 @@ def expire_overdue(limit=500):
     expired = 0
     for approval_id in ids:
         approval = _lock(approval_id)
-        if approval is not None and approval.status in OPEN and _lapsed(approval):
+        if (approval is not None and approval.status in OPEN
+                and approval.expires_at <= utcnow() and _expire(approval)):
             expired += 1
         db.session.commit()
     return expired

@@ -1,0 +1,215 @@
+"""Every transition of an approval request is a compare-and-set that exactly one caller wins.
+
+Two managers deciding one request at the same moment (approve and reject, or both approving),
+a decision racing the expiry sweep, two workers routing one request: the competing calls are
+released together by a barrier, and exactly one of them changes the request; the other answers
+409 `approval_closed` (or, for a worker, does nothing) and changes nothing. On SQLite, where
+SELECT ... FOR UPDATE is a no-op, as on PostgreSQL.
+"""
+import threading
+from datetime import timedelta
+
+from conftest import bearer
+from test_approvals import JUSTIFICATION, approve, ask, reject, request_row, staffed_shop
+
+from cancellation.audit import verify_chain
+from models import ApprovalRequest, AuditEvent, Cancellation, Order, Refund, db, utcnow
+
+ROUNDS = 4
+
+
+def at_once(*calls):
+    """Run the calls in threads released together; return their results in order."""
+    barrier = threading.Barrier(len(calls))
+    results = [None] * len(calls)
+
+    def run(index, call):
+        barrier.wait()
+        try:
+            results[index] = call()
+        except Exception as exc:  # noqa: BLE001 - reported to the test, which fails on it
+            results[index] = exc
+
+    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return results
+
+
+def filed_request(app, client, factory, managers=2):
+    shop = staffed_shop(factory, managers=managers)
+    response = ask(client, shop["order_id"], shop["token"])
+    assert response.status_code == 201, response.get_data(as_text=True)
+    shop["approval_id"] = response.json["approval_request"]["id"]
+    return shop
+
+
+def effects(app, shop):
+    with app.app_context():
+        order = db.session.get(Order, shop["order_id"])
+        return {
+            "order_status": order.status,
+            "cancellations": db.session.scalar(db.select(db.func.count()).select_from(
+                Cancellation).where(Cancellation.order_id == order.id)),
+            "refunds": db.session.scalar(db.select(db.func.count()).select_from(Refund).where(
+                Refund.order_id == order.id)),
+            "decisions": db.session.scalars(db.select(AuditEvent.action).where(
+                AuditEvent.target_type == "approval_request",
+                AuditEvent.target_id == str(shop["approval_id"]),
+                AuditEvent.action.in_(("approval.approved", "approval.rejected",
+                                       "approval.expired", "approval.stale")))).all(),
+        }
+
+
+def codes(responses):
+    return sorted((r.status_code, (r.json or {}).get("error", {}).get("code"))
+                  for r in responses)
+
+
+def test_approve_and_reject_at_once_exactly_one_wins(app, factory):
+    outcomes = set()
+    for _ in range(ROUNDS):
+        client = app.test_client()
+        shop = filed_request(app, client, factory)
+        approver, rejecter = shop["manager_tokens"]
+        results = at_once(
+            lambda: app.test_client().post(
+                f"/api/v1/approval_requests/{shop['approval_id']}/approve", json={},
+                headers=bearer(approver)),
+            lambda: app.test_client().post(
+                f"/api/v1/approval_requests/{shop['approval_id']}/reject",
+                json={"comment": "No."}, headers=bearer(rejecter)))
+        assert not [r for r in results if isinstance(r, Exception)], results
+        assert codes(results) in ([(200, None), (409, "approval_closed")],), \
+            [r.get_data(as_text=True) for r in results]
+        row = request_row(app, shop["approval_id"])
+        seen = effects(app, shop)
+        if results[0].status_code == 200:  # the approve won
+            assert row["status"] == "approved" and row["cancellation_id"] is not None
+            assert seen["order_status"] == "cancelled" and seen["cancellations"] == 1
+            assert seen["decisions"] == ["approval.approved"]
+        else:  # the reject won: the order was not touched
+            assert row["status"] == "rejected" and row["comment"] == "No."
+            assert seen["order_status"] == "in_progress"
+            assert seen["cancellations"] == 0 and seen["refunds"] == 0
+            assert seen["decisions"] == ["approval.rejected"]
+        outcomes.add(row["status"])
+    with app.app_context():
+        assert verify_chain().ok
+
+
+def test_two_approvers_at_once_cancel_the_order_once(app, factory):
+    for _ in range(ROUNDS):
+        client = app.test_client()
+        shop = filed_request(app, client, factory)
+        results = at_once(*[
+            (lambda token=token: app.test_client().post(
+                f"/api/v1/approval_requests/{shop['approval_id']}/approve", json={},
+                headers=bearer(token)))
+            for token in shop["manager_tokens"]])
+        assert codes(results) == [(200, None), (409, "approval_closed")], \
+            [r.get_data(as_text=True) for r in results]
+        seen = effects(app, shop)
+        assert seen["order_status"] == "cancelled"
+        assert seen["cancellations"] == 1 and seen["refunds"] == 1
+        assert seen["decisions"] == ["approval.approved"]
+
+
+def test_two_rejections_at_once_record_one_decision(app, factory):
+    shop = filed_request(app, app.test_client(), factory)
+    results = at_once(*[
+        (lambda token=token, n=n: app.test_client().post(
+            f"/api/v1/approval_requests/{shop['approval_id']}/reject",
+            json={"comment": f"No ({n})."}, headers=bearer(token)))
+        for n, token in enumerate(shop["manager_tokens"])])
+    assert codes(results) == [(200, None), (409, "approval_closed")]
+    assert effects(app, shop)["decisions"] == ["approval.rejected"]
+    winner = [r for r in results if r.status_code == 200][0]
+    assert request_row(app, shop["approval_id"])["comment"] == winner.json["approval_request"]["comment"]
+
+
+def test_a_decision_racing_the_expiry_sweep_ends_one_way(app, factory):
+    from cancellation import approvals
+
+    for _ in range(ROUNDS):
+        shop = filed_request(app, app.test_client(), factory)
+        with app.app_context():
+            # Lapses in a moment: the reject and the sweep both see it open.
+            db.session.execute(db.update(ApprovalRequest).where(
+                ApprovalRequest.id == shop["approval_id"]).values(
+                expires_at=utcnow() + timedelta(milliseconds=5)))
+            db.session.commit()
+
+        def sweep():
+            import time
+            time.sleep(0.01)
+            with app.app_context():
+                return approvals.expire_overdue()
+
+        results = at_once(
+            lambda: app.test_client().post(
+                f"/api/v1/approval_requests/{shop['approval_id']}/reject",
+                json={"comment": "No."}, headers=bearer(shop["manager_tokens"][0])),
+            sweep)
+        assert not [r for r in results if isinstance(r, Exception)], results
+        decisions = effects(app, shop)["decisions"]
+        assert len(decisions) == 1, decisions
+        status = request_row(app, shop["approval_id"])["status"]
+        if results[0].status_code == 200:
+            assert status == "rejected" and results[1] == 0
+        else:
+            assert results[0].status_code == 409
+            assert results[0].json["error"]["code"] in ("approval_closed", "approval_expired")
+            assert status == "expired"
+
+
+def test_two_workers_routing_one_request_notify_the_approvers_once(app, factory):
+    from cancellation import approvals
+    from models.cancellation import ApprovalNotice
+
+    shop = staffed_shop(factory, managers=1)
+    with app.app_context():
+        # Filed without a worker running: the routing task waits in the queue.
+        response = app.test_client().post(
+            f"/api/v1/orders/{shop['order_id']}/approval_request",
+            json={"justification": JUSTIFICATION, "reason": "inventory_issues"},
+            headers=bearer(shop["token"]))
+    approval_id = response.json["approval_request"]["id"]
+
+    def route():
+        with app.app_context():
+            return approvals.route(approval_id)
+
+    results = at_once(route, route, route)
+    assert sorted(results) == ["nothing_to_do", "nothing_to_do", "routed"], results
+    with app.app_context():
+        notices = db.session.scalars(db.select(ApprovalNotice.user_id).where(
+            ApprovalNotice.approval_request_id == approval_id,
+            ApprovalNotice.event == "requested")).all()
+    assert sorted(notices) == sorted(set(notices)) and shop["managers"][0] in notices
+
+
+def test_two_workers_escalating_one_request_audit_it_once(app, factory):
+    from cancellation import approvals
+
+    shop = staffed_shop(factory, managers=0)
+    response = app.test_client().post(
+        f"/api/v1/orders/{shop['order_id']}/approval_request",
+        json={"justification": JUSTIFICATION, "reason": "inventory_issues"},
+        headers=bearer(shop["token"]))
+    approval_id = response.json["approval_request"]["id"]
+
+    def route():
+        with app.app_context():
+            return approvals.route(approval_id)
+
+    results = at_once(route, route, route)
+    assert sorted(results) == ["escalated", "nothing_to_do", "nothing_to_do"], results
+    with app.app_context():
+        escalations = db.session.scalar(db.select(db.func.count()).select_from(
+            AuditEvent).where(AuditEvent.action == "approval.escalated",
+                              AuditEvent.target_id == str(approval_id)))
+    assert escalations == 1
+    assert request_row(app, approval_id)["status"] == "escalated"
