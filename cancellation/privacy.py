@@ -19,9 +19,27 @@ def mask_phone(phone):
 # Keys whose values are customer contact details wherever they appear in before / after.
 CONTACT_KEYS = {"request_contact", "contact", "customer_contact", "email", "customer_email",
                 "phone", "customer_phone", "recipient", "to"}
+WITHHELD = "(withheld)"
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 PHONE = re.compile(r"(?<![\w-])(?:\+?1[\s.-]?)?\(?\d{3}\)?[\s.-]?\d{3}[\s.-]?\d{4}(?![\w-])"
                    r"|(?<![\w-])\+\d[\d\s.-]{7,}\d(?![\w-])")
+
+
+def mask_contact(text):
+    """A contact field as a role without 'view_customer_contact' may see it.
+
+    Free text ("Jane Doe <jane@x.com>, cell 555-867-5309, 12 Elm St") is withheld whole: a
+    name, an address or a second number can sit anywhere in it, so only a field that is
+    exactly one e-mail address or one phone number keeps its masked shape (j***@x.com,
+    ***-***-5309)."""
+    if not text:
+        return text
+    value = text.strip()
+    if EMAIL.fullmatch(value):
+        return mask_email(value)
+    if PHONE.fullmatch(value):
+        return mask_phone(value)
+    return WITHHELD
 
 
 def redact(value, see_contact):
@@ -29,7 +47,7 @@ def redact(value, see_contact):
     if see_contact or value is None:
         return value
     if isinstance(value, dict):
-        return {key: (_mask_contact(item) if key in CONTACT_KEYS and isinstance(item, str)
+        return {key: (mask_contact(item) if key in CONTACT_KEYS and isinstance(item, str)
                       else redact(item, see_contact)) for key, item in value.items()}
     if isinstance(value, list):
         return [redact(item, see_contact) for item in value]
@@ -37,7 +55,3 @@ def redact(value, see_contact):
         value = EMAIL.sub(lambda m: mask_email(m.group(0)), value)
         return PHONE.sub(lambda m: mask_phone(m.group(0)), value)
     return value
-
-
-def _mask_contact(text):
-    return mask_email(text) if "@" in text else mask_phone(text)

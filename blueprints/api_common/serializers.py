@@ -1,6 +1,6 @@
 """JSON shapes of the API, shared by v1 and v2 so both describe an order the same way."""
 from cancellation.policy import can
-from cancellation.privacy import mask_email, mask_phone
+from cancellation.privacy import mask_email, mask_phone, redact
 from models import isoformat, money
 
 
@@ -82,8 +82,12 @@ def order_dict(order, viewer):
     }
 
 
-def approval_dict(approval):
+def approval_dict(approval, viewer):
+    """The request as `viewer` may see it: the customer's contact in the requested
+    cancellation is masked like everywhere else (any colleague of the store can read it)."""
     return {"id": approval.id, "order_id": approval.order_id, "status": approval.status,
             "requested_by": approval.requested_by_id, "why": approval.why,
-            "justification": approval.justification, "requested_cancellation": approval.payload,
+            "justification": approval.justification,
+            "requested_cancellation": redact(approval.payload,
+                                             can(viewer, "view_customer_contact")),
             "created_at": isoformat(approval.created_at)}

@@ -133,7 +133,8 @@ def update_status(order_id):
             job, url_for("api_v1.cancel_job", job_id=job.id))), 202
     outcome = cancel_order(order_id, current_user, request, audit_context("api_v1"))
     if outcome.needs_approval:
-        return jsonify({"approval_request": approval_dict(outcome.approval_request),
+        return jsonify({"approval_request": approval_dict(outcome.approval_request,
+                                                          current_user),
                         "message": "Approval is required before this order can be cancelled.",
                         **series_fields(outcome)}), 202
     body = order_dict(db.session.get(Order, order_id), current_user)
@@ -146,7 +147,7 @@ def series_fields(outcome):
     if outcome.also_cancelled:
         fields["also_cancelled"] = [o.order.id for o in outcome.also_cancelled]
     if outcome.also_pending_approval:
-        fields["approval_requested"] = [approval_dict(o.approval_request)
+        fields["approval_requested"] = [approval_dict(o.approval_request, current_user)
                                         for o in outcome.also_pending_approval]
     if outcome.also_failed:
         fields["also_failed"] = outcome.also_failed
@@ -204,8 +205,8 @@ def notify_customer():
 
 # --- approvals (SPEC §3, seed A2) ------------------------------------------------------------
 
-def approval_request_dict(approval):
-    return {**approval_dict(approval), "order_version": approval.order_version,
+def approval_request_dict(approval, viewer):
+    return {**approval_dict(approval, viewer), "order_version": approval.order_version,
             "expires_at": isoformat(approval.expires_at),
             "escalated_at": isoformat(approval.escalated_at),
             "decided_by": approval.decided_by_id, "decided_at": isoformat(approval.decided_at),
@@ -251,8 +252,8 @@ def request_approval(order_id):
                                                    body.justification, audit_context("api_v1"))
     message = ("Approval requested; the approvers have been notified." if created
                else "You already have an open request for this order.")
-    return jsonify({"approval_request": approval_request_dict(approval), "created": created,
-                    "message": message}), 201 if created else 200
+    return jsonify({"approval_request": approval_request_dict(approval, current_user),
+                    "created": created, "message": message}), 201 if created else 200
 
 
 @bp.get("/approval_requests/<int:approval_id>")
@@ -260,7 +261,7 @@ def request_approval(order_id):
 @requires("request_cancellation")
 def get_approval_request(approval_id):
     approval = approvals.get_visible_request(current_user, approval_id)
-    return jsonify({"approval_request": approval_request_dict(approval)})
+    return jsonify({"approval_request": approval_request_dict(approval, current_user)})
 
 
 @bp.post("/approval_requests/<int:approval_id>/approve")
@@ -275,7 +276,7 @@ def approve_request(approval_id):
     body = parse_json(ApproveBody, optional=True)
     approval = approvals.approve(approval_id, current_user, body.comment,
                                  audit_context("api_v1"))
-    return jsonify({"approval_request": approval_request_dict(approval),
+    return jsonify({"approval_request": approval_request_dict(approval, current_user),
                     "order": order_dict(db.session.get(Order, approval.order_id), current_user),
                     "message": f"Approved; order {approval.order.number} is cancelled."
                     if approval.cancellation.kind == "full" else
@@ -290,7 +291,7 @@ def approve_request(approval_id):
 def reject_request(approval_id):
     body = parse_json(RejectBody)
     approval = approvals.reject(approval_id, current_user, body.comment, audit_context("api_v1"))
-    return jsonify({"approval_request": approval_request_dict(approval),
+    return jsonify({"approval_request": approval_request_dict(approval, current_user),
                     "order": order_dict(db.session.get(Order, approval.order_id), current_user),
                     "message": f"Rejected; order {approval.order.number} was not changed."})
 

@@ -39,7 +39,8 @@ def cancel_order_items(order_id):
         lines=[(line.item_id, line.quantity) for line in body.items])
     outcome = submit_items(order_id, current_user, request, audit_context("api_v1"))
     if outcome.needs_approval:
-        return jsonify({"approval_request": approval_dict(outcome.approval_request),
+        return jsonify({"approval_request": approval_dict(outcome.approval_request,
+                                                          current_user),
                         "message": "Approval is required before these items can be cancelled."
                         }), 202
     if outcome.job is not None:

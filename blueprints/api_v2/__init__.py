@@ -149,8 +149,8 @@ def cancel(order_id):
     if job.approval_request_id:
         from models import ApprovalRequest
         from blueprints.api_common.serializers import approval_dict
-        answer["approval_request"] = approval_dict(db.session.get(ApprovalRequest,
-                                                                  job.approval_request_id))
+        answer["approval_request"] = approval_dict(
+            db.session.get(ApprovalRequest, job.approval_request_id), current_user)
     return jsonify(answer), 202
 
 

@@ -18,7 +18,7 @@ from cancellation import (
 )
 from cancellation import maintenance, outbox
 from cancellation.policy import cancel_offer_and_why
-from cancellation.privacy import mask_email, mask_phone, redact
+from cancellation.privacy import mask_contact, mask_email, mask_phone, redact
 from cancellation.reasons import CancellationReason, label_for
 from cancellation.service import later_in_series_counts
 from models import (
@@ -260,7 +260,7 @@ def render_detail(order, cancel_form=None, status=200):
         "orders/detail.html", order=order, contact=contact, loyalty=loyalty, events=events,
         audit_changes=audit_changes, approvals=approvals, flags=flags_dict(order),
         cancel_form=cancel_form, action_form=ActionForm(), back_link=list_back_link(),
-        series_count=series_count, mask_email=mask_email, mask_phone=mask_phone,
+        series_count=series_count, mask_email=mask_email, mask_contact=mask_contact,
         approval_why=approval_why_of([order]).get(order.id),
         series_later=later_in_series_counts([order]), cancel_jobs=cancel_jobs_of(order)), status
 
