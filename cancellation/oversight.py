@@ -12,6 +12,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import func, or_, select
@@ -414,13 +415,19 @@ def compliance_rows(store, day):
             store.name, store.licence_number, day.isoformat(), local.isoformat(),
             isoformat(cancellation.created_at), order.number, isoformat(order.placed_at),
             cancellation.id, cancellation.kind, cancellation.previous_status, product.sku,
-            product.name, line.quantity, money(item.unit_price_cents),
-            money(item.unit_price_cents * line.quantity), money(order.total_cents),
-            money(cancellation.refund_cents), cancellation.reason, label_for(cancellation.reason),
+            product.name, line.quantity, _amount(item.unit_price_cents),
+            _amount(item.unit_price_cents * line.quantity), _amount(order.total_cents),
+            _amount(cancellation.refund_cents), cancellation.reason,
+            label_for(cancellation.reason),
             actor.email if actor else cancellation.source, actor.role if actor else "",
             cancellation.source, "yes" if line.stock_returned else "no",
             isoformat(cancellation.reinstated_at) or "",
         ]
+
+
+def _amount(cents):
+    """Money as a number cell ("12.50"), not as text a formula check would quote."""
+    return Decimal(money(cents))
 
 
 # --- audit log -------------------------------------------------------------------------------
@@ -531,12 +538,17 @@ def _json(value):
 
 # --- CSV streaming ---------------------------------------------------------------------------
 
+# A spreadsheet reads a cell starting with one of these as a formula (OWASP "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _cell(value):
-    """Spreadsheet-safe: a cell that starts like a formula is prefixed with a quote."""
+    """Spreadsheet-safe: every text cell that starts like a formula is prefixed with a quote —
+    "-1+cmd|..." as much as "=HYPERLINK(...)"; text is never guessed to be a number. Amounts
+    and ids are passed as numbers (int, Decimal) and written as they are."""
     if value is None:
         return ""
-    if isinstance(value, str) and value[:1] in ("=", "+", "@", "\t", "\r") or (
-            isinstance(value, str) and value[:1] == "-" and not value[1:2].isdigit()):
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
         return "'" + value
     return value
 
