@@ -20,6 +20,7 @@ def mask_phone(phone):
 CONTACT_KEYS = {"request_contact", "contact", "customer_contact", "email", "customer_email",
                 "phone", "customer_phone", "recipient", "to"}
 WITHHELD = "(withheld)"
+MASKED = re.compile(r"\w?\*\*\*@[\w-]+(?:\.[\w-]+)+|\*\*\*-\*\*\*-\d{4}|\*\*\*|\(withheld\)")
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 PHONE = re.compile(r"(?<![\w-])(?:\+?1[\s.-]?)?\(?\d{3}\)?[\s.-]?\d{3}[\s.-]?\d{4}(?![\w-])"
                    r"|(?<![\w-])\+\d[\d\s.-]{7,}\d(?![\w-])")
@@ -35,6 +36,8 @@ def mask_contact(text):
     if not text:
         return text
     value = text.strip()
+    if MASKED.fullmatch(value):  # masked already: masking twice changes nothing
+        return value
     if EMAIL.fullmatch(value):
         return mask_email(value)
     if PHONE.fullmatch(value):

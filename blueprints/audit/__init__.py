@@ -5,7 +5,6 @@ Read-only by design: audit events are append-only, so nothing here (or anywhere)
 deletes one. Store managers see the events of their stores only.
 """
 from datetime import date
-from types import SimpleNamespace
 
 from flask import (
     Blueprint, Response, current_app, render_template, request, stream_with_context, url_for,
@@ -14,7 +13,6 @@ from flask_login import current_user
 from sqlalchemy import func, select
 
 from cancellation import oversight, verify_chain
-from cancellation.privacy import redact
 from cancellation.errors import ValidationFailed
 from models import AuditEvent, Order, db, utcnow
 
@@ -53,9 +51,7 @@ def index():
         first=(page - 1) * per_page + 1 if total else 0, last=min(page * per_page, total),
         filters=filters, stores=stores, store_names={s.id: s.name for s in stores},
         actions=oversight.audit_actions(current_user),
-        changes=lambda event: audit_changes(SimpleNamespace(
-            before=redact(event.before, see_contact),
-            after=redact(event.after, see_contact))), see_contact=see_contact,
+        changes=audit_changes, see_contact=see_contact,
         order_numbers=_order_numbers(events),
         page_url=lambda number: url_for("audit.index", **filters.as_args(page=number)),
         export_url=url_for("audit.export", **filters.as_args(page=None)),
