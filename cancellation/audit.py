@@ -4,7 +4,7 @@ import json
 from dataclasses import dataclass
 from types import SimpleNamespace
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from models import AuditChainHead, AuditEvent, db, isoformat, utcnow
@@ -40,6 +40,12 @@ def compute_hash(event):
 
 
 def _lock_head():
+    if db.session.get_bind().dialect.name == "sqlite":
+        # SQLite ignores FOR UPDATE: a write is what takes its database lock, which then
+        # serialises every appender (the busy timeout waits for it). Written before the head
+        # is read, so what is read is the head the last committed appender left.
+        db.session.execute(update(AuditChainHead).where(AuditChainHead.id == 1)
+                           .values(seq=AuditChainHead.seq))
     head = db.session.scalar(
         select(AuditChainHead).where(AuditChainHead.id == 1).with_for_update()
         .execution_options(populate_existing=True))

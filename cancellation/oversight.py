@@ -6,7 +6,6 @@ Everything here reads with aggregate SQL (GROUP BY, COUNT over indexed columns) 
 Nothing here ever blocks a cancellation: abuse monitoring only raises a flag for a person to look at.
 """
 import csv
-import hashlib
 import io
 import json
 import logging
@@ -569,80 +568,9 @@ def csv_stream(header, rows, chunk_rows=CSV_CHUNK_ROWS):
     yield buffer.getvalue()
 
 
-# --- login throttling ------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Lockout:
-    scope: str  # "account" or "address"
-    retry_after: int
-
-    @property
-    def message(self):
-        minutes = max(1, -(-self.retry_after // 60))
-        what = ("for this account" if self.scope == "account"
-                else "from your network address")
-        return (f"Too many failed sign-in attempts {what}. Sign-in is paused for "
-                f"{minutes} minute{'s' if minutes != 1 else ''}; try again later or ask your "
-                "Cancel Desk administrator.")
-
-
-class LoginThrottle:
-    """Failed sign-ins counted in Redis per account and per address, in fixed windows.
-
-    Shared by every web process. While a counter is at its limit, sign-in is refused without
-    looking at the password. A success clears the account's counter (not the address's: one
-    good account must not buy an attacker more guesses at others).
-    """
-
-    def __init__(self, redis, per_account=5, per_address=20, window_seconds=900):
-        self.redis = redis
-        self.limits = {"account": per_account, "address": per_address}
-        self.window = int(window_seconds)
-
-    @staticmethod
-    def _keys(email, address):
-        digest = hashlib.sha256((email or "").strip().lower().encode()).hexdigest()[:32]
-        return {"account": f"login-failures:account:{digest}",
-                "address": f"login-failures:address:{address or 'unknown'}"}
-
-    def locked(self, email, address):
-        """The lockout in force, or None."""
-        keys = self._keys(email, address)
-        pipe = self.redis.pipeline()
-        for scope in ("account", "address"):
-            pipe.get(keys[scope])
-            pipe.ttl(keys[scope])
-        values = pipe.execute()
-        for index, scope in enumerate(("account", "address")):
-            count, ttl = values[2 * index], values[2 * index + 1]
-            if count is not None and int(count) >= self.limits[scope]:
-                return Lockout(scope, ttl if ttl and ttl > 0 else self.window)
-        return None
-
-    def failed(self, email, address):
-        """Count one failure; returns the scopes that reached their limit with this one."""
-        keys = self._keys(email, address)
-        pipe = self.redis.pipeline()
-        for scope in ("account", "address"):
-            # The window starts at the first failure (SET NX keeps it from being extended).
-            pipe.set(keys[scope], 0, ex=self.window, nx=True)
-            pipe.incr(keys[scope])
-        values = pipe.execute()
-        return [scope for index, scope in enumerate(("account", "address"))
-                if int(values[2 * index + 1]) == self.limits[scope]]
-
-    def succeeded(self, email):
-        self.redis.delete(self._keys(email, None)["account"])
-
-    def clear(self, email=None, address=None):
-        keys = self._keys(email, address)
-        self.redis.delete(*([keys["account"]] if email else [])
-                          + ([keys["address"]] if address else []))
-
-
 __all__ = [
     "Period", "cancellation_stats", "pending_approvals_count", "manual_handling",
     "after_cancellation", "check_abuse", "abuse_flags", "acknowledge_flag", "compliance_rows",
     "compliance_store", "COMPLIANCE_HEADER", "AuditFilters", "audit_query", "audit_actions",
-    "audit_rows", "AUDIT_CSV_HEADER", "csv_stream", "LoginThrottle", "Lockout",
+    "audit_rows", "AUDIT_CSV_HEADER", "csv_stream",
 ]

@@ -38,7 +38,23 @@ class Base:
     SESSION_COOKIE_SECURE = True
     REMEMBER_COOKIE_HTTPONLY = True
     REMEMBER_COOKIE_SECURE = True
+    REMEMBER_COOKIE_SAMESITE = "Lax"
+    # "Keep me signed in": how long the remember cookie (and the sign-in it points at) lasts.
+    REMEMBER_COOKIE_DURATION = timedelta(days=14)
+    # A sign-in without "Keep me signed in" ends this long after it began.
     PERMANENT_SESSION_LIFETIME = timedelta(hours=12)
+    # Sign-in throttling (cancellation/signin.py): failures on one account from unrecognised
+    # devices, from one address, and on one known device, each within LOGIN_LOCKOUT_SECONDS;
+    # LOGIN_FREE_ATTEMPTS failures from one address on one account before each further try
+    # waits twice as long as the last (up to LOGIN_MAX_DELAY_SECONDS).
+    LOGIN_MAX_FAILURES_PER_ACCOUNT = 5
+    LOGIN_MAX_FAILURES_PER_IP = 20
+    LOGIN_MAX_FAILURES_PER_DEVICE = 10
+    LOGIN_FREE_ATTEMPTS = 3
+    LOGIN_MAX_DELAY_SECONDS = 900
+    LOGIN_LOCKOUT_SECONDS = 900
+    # How long a browser stays a known device of the accounts that signed in on it.
+    DEVICE_COOKIE_DAYS = 180
     WTF_CSRF_TIME_LIMIT = None
     FLASK_ADMIN_SWATCH = "default"
     ORDERS_PER_PAGE = 25
@@ -63,6 +79,25 @@ class Base:
     BULK_MAX_ORDERS = 20000
     BULK_STALL_SECONDS = 120.0
     BULK_WATCHDOG_INTERVAL = 30.0
+    # How many proxies in front of the app set X-Forwarded-For/-Proto/-Host/-Prefix; the client
+    # address is taken that many hops back. 0 (no proxy): the headers are ignored, since anyone
+    # could send them.
+    TRUSTED_PROXIES = 0
+    # Strict-Transport-Security value; set in production only (a development server on plain
+    # http://127.0.0.1 must not teach the browser to refuse http for that host).
+    STRICT_TRANSPORT_SECURITY = None
+    # Logs: "json" (one JSON object per line, for a log collector) or "text" (for reading).
+    LOG_FORMAT = "text"
+    LOG_LEVEL = "INFO"
+    # Optional error reporting: errors and tracebacks go to Sentry when a DSN is set.
+    SENTRY_DSN = None
+    # Celery time limits for one task, in seconds. The longest task is a bulk batch of
+    # BULK_BATCH_SIZE orders: about 0.2 s for 100 orders in one transaction and about 7 s when it
+    # falls back to one transaction per order (on 2 cores); the limits leave room for a loaded
+    # machine and a slow database. Past the soft limit the task's transaction is rolled back
+    # (the watchdog and the sweeps re-dispatch what it left pending); the hard one kills it.
+    TASK_SOFT_TIME_LIMIT = 300.0
+    TASK_TIME_LIMIT = 360.0
 
     @classmethod
     def from_env(cls):
@@ -75,17 +110,30 @@ class Base:
         if os.environ.get("REDIS_URL"):
             settings["REDIS_URL"] = os.environ["REDIS_URL"]
         for key in ("DELIVERY_MAX_ATTEMPTS", "ORDERS_PER_PAGE", "BULK_BATCH_SIZE",
-                    "BULK_MAX_ORDERS"):
+                    "BULK_MAX_ORDERS", "TRUSTED_PROXIES", "API_TOKEN_TTL_DAYS",
+                    "LOGIN_MAX_FAILURES_PER_ACCOUNT", "LOGIN_MAX_FAILURES_PER_IP",
+                    "LOGIN_MAX_FAILURES_PER_DEVICE", "LOGIN_FREE_ATTEMPTS",
+                    "LOGIN_MAX_DELAY_SECONDS", "LOGIN_LOCKOUT_SECONDS", "DEVICE_COOKIE_DAYS"):
             if os.environ.get(key):
                 settings[key] = int(os.environ[key])
         for key in ("DELIVERY_BACKOFF_SECONDS", "OUTBOX_STALE_SECONDS", "OUTBOX_SWEEP_INTERVAL",
-                    "BULK_STALL_SECONDS", "BULK_WATCHDOG_INTERVAL"):
+                    "BULK_STALL_SECONDS", "BULK_WATCHDOG_INTERVAL", "TASK_SOFT_TIME_LIMIT",
+                    "TASK_TIME_LIMIT"):
             if os.environ.get(key):
                 settings[key] = float(os.environ[key])
         if os.environ.get("PUBLIC_BASE_URL"):
             settings["PUBLIC_BASE_URL"] = os.environ["PUBLIC_BASE_URL"]
         if os.environ.get("API_V2_RATE_LIMIT"):
             settings["API_V2_RATE_LIMIT"] = os.environ["API_V2_RATE_LIMIT"]
+        for key in ("LOG_FORMAT", "LOG_LEVEL", "SENTRY_DSN", "STRICT_TRANSPORT_SECURITY"):
+            if os.environ.get(key):
+                settings[key] = os.environ[key]
+        if os.environ.get("REMEMBER_COOKIE_DAYS"):
+            settings["REMEMBER_COOKIE_DURATION"] = timedelta(
+                days=float(os.environ["REMEMBER_COOKIE_DAYS"]))
+        if os.environ.get("SESSION_HOURS"):
+            settings["PERMANENT_SESSION_LIFETIME"] = timedelta(
+                hours=float(os.environ["SESSION_HOURS"]))
         settings["DEMO_MODE"] = env_bool("DEMO_MODE", settings["DEMO_MODE"])
         return settings
 
@@ -113,6 +161,9 @@ class Testing(Development):
 
 
 class Production(Base):
+    STRICT_TRANSPORT_SECURITY = "max-age=31536000; includeSubDomains"
+    LOG_FORMAT = "json"
+
     @classmethod
     def from_env(cls):
         settings = super().from_env()
@@ -126,6 +177,19 @@ class Production(Base):
 
 
 CONFIGS = {"development": Development, "testing": Testing, "production": Production}
+
+
+def load_env_files():
+    """Put the variables of a .env file (the nearest one from the working directory up, as the
+    `flask` command finds it) into the environment; variables already set win.
+
+    For the entry points that are not the `flask` command, which does this by itself: gunicorn
+    (gunicorn.conf.py) and the Celery worker and beat (tasks/worker.py)."""
+    from dotenv import find_dotenv, load_dotenv
+
+    path = find_dotenv(".env", usecwd=True)
+    if path:
+        load_dotenv(path, override=False)
 
 
 def load(name=None):

@@ -38,7 +38,7 @@ def money(cents):
 
 
 from models.store import Store  # noqa: E402
-from models.user import ApiToken, Role, User, user_stores  # noqa: E402
+from models.user import ApiToken, LoginSession, Role, User, user_stores  # noqa: E402
 from models.customer import Customer, LoyaltyEntry, LoyaltyKind  # noqa: E402
 from models.inventory import Product, StockLevel  # noqa: E402
 from models.order import Order, OrderItem, OrderStatus, PaymentStatus, ShipmentStatus  # noqa: E402
@@ -54,7 +54,8 @@ from models.oversight import AbuseFlag  # noqa: E402
 from models.bulk import BulkJob, BulkJobItem  # noqa: E402
 
 __all__ = [
-    "db", "utcnow", "isoformat", "money", "Store", "ApiToken", "Role", "User", "user_stores",
+    "db", "utcnow", "isoformat", "money", "Store", "ApiToken", "LoginSession", "Role", "User",
+    "user_stores",
     "Customer", "LoyaltyEntry", "LoyaltyKind", "Product", "StockLevel", "Order", "OrderItem",
     "OrderStatus", "PaymentStatus", "ShipmentStatus", "ApprovalRequest", "Cancellation",
     "CancellationItem", "DeliveryStatus", "MailMessage", "Notification", "Refund",

@@ -73,7 +73,7 @@ def seeded(app, live_server, worker):
 
     request_finished.connect(record, app)
     yield {"orders": orders, "cancelled": cancelled, "admin": admin, "token": token,
-           "store": store,
+           "store": store, "new_token": lambda: f.token(admin),
            "products": [stocked, unstocked], "answered": answered}
     request_finished.disconnect(record, app)
     app.config["API_V2_RATE_LIMIT"] = old_limit
@@ -113,6 +113,10 @@ def run_operation(operation, mode, seeded):
               suppress_health_check=list(HealthCheck), phases=FUZZ_PHASES)
     def fuzz(case):
         steer(case, seeded)
+        if case.method == "DELETE" and case.path == "/api/auth/token":
+            # Revoking the token it presents: never the one every other case signs in with.
+            case.headers = dict(case.headers or {},
+                                Authorization=f"Bearer {seeded['new_token']()}")
         if case.method == "POST" and case.path.startswith("/api/v2/") \
                 and mode == GenerationMode.POSITIVE:
             case.headers = case.headers or {}

@@ -1,8 +1,11 @@
-"""Sign-in protection: failed logins throttled per account and per address (429, clear message,
-password not even checked while locked), reset on success, audited without the password; and
-`next` redirects never leave the site."""
+"""Sign-in protection: attempts counted before the password is checked (so concurrent guesses
+cannot get past the limits), exponential delays per account and address, lockouts of
+unrecognised devices that never lock the real user out of a known device, the same time for
+unknown e-mails, audit without the password; and `next` redirects never leave the site."""
 import itertools
 import re
+import threading
+import time
 
 import pytest
 
@@ -55,35 +58,48 @@ def failed_events(app, user_id):
             AuditEvent.target_id == str(user_id))).all()
 
 
-def test_five_failures_lock_the_account_and_the_password_is_not_checked(
-        app, factory, browser_from, monkeypatch):
-    user = factory.user("store_manager", stores=[factory.store()], password="right-password-1")
+def known_device(app, factory, browser_from, password):
+    """A user who signed in once from a browser (which is now a known device of theirs),
+    and signed out again; returns (user id, e-mail, that browser)."""
+    user = factory.user("store_manager", stores=[factory.store()], password=password)
     email = email_of(app, user)
     client, _ = browser_from()
-    for _ in range(5):
-        response = attempt(client, email, "wrong-password-x")
-        assert response.status_code == 401
+    assert attempt(client, email, password).status_code == 302
+    client.post("/logout", data={"csrf_token": csrf_from(client.get("/dashboard"))})
+    assert client.get("/dashboard").status_code == 302
+    return user, email, client
+
+
+def test_five_failures_lock_unrecognised_devices_out_and_the_password_is_not_checked(
+        app, factory, browser_from, monkeypatch):
+    user, email, own_till = known_device(app, factory, browser_from, "right-password-1")
+    for _ in range(5):  # five strangers, one guess each
+        stranger, _ = browser_from()
+        assert attempt(stranger, email, "wrong-password-x").status_code == 401
 
     from models import User
     checked = []
     original = User.check_password
     monkeypatch.setattr(User, "check_password",
                         lambda self, password: checked.append(1) or original(self, password))
-    response = attempt(client, email, "right-password-1")
+    newcomer, _ = browser_from()
+    response = attempt(newcomer, email, "right-password-1")
     assert response.status_code == 429
     assert checked == []  # locked: the password was not even looked at
     page = response.get_data(as_text=True)
-    assert "Too many failed sign-in attempts for this account" in page
+    assert "Too many failed sign-in attempts for this account from unrecognised devices" in page
     assert re.search(r"paused for 1[45] minutes", page)
+    assert "A device you have signed in on before can still sign in" in page
     assert 0 < int(response.headers["Retry-After"]) <= 900
-    assert client.get("/dashboard").status_code == 302  # not signed in
+    assert newcomer.get("/dashboard").status_code == 302  # not signed in
 
-    # The lock is per account: from another address the account is locked all the same,
-    # while another account from the same address may sign in.
-    elsewhere, _ = browser_from()
-    assert attempt(elsewhere, email, "right-password-1").status_code == 429
+    # The strangers did not lock the real user out: their own till still signs in.
+    response = attempt(own_till, email, "right-password-1")
+    assert response.status_code == 302 and checked == [1]
+    assert own_till.get("/dashboard").status_code == 200
+    # Another account from a stranger's address may sign in.
     other = factory.user("fulfillment", stores=[factory.store()])
-    assert attempt(client, email_of(app, other), "secret-pass").status_code == 302
+    assert attempt(newcomer, email_of(app, other), "secret-pass").status_code == 302
 
     # Audited, without the password.
     events = failed_events(app, user)
@@ -99,35 +115,121 @@ def test_five_failures_lock_the_account_and_the_password_is_not_checked(
             AuditEvent.target_id == str(user))).all()
     assert [e.after["scope"] for e in locked] == ["account"]
 
-    from blueprints.auth import login_throttle
-    with app.test_request_context():
-        login_throttle().clear(email=email)
+
+def test_guesses_from_one_place_wait_twice_as_long_each_time(app, factory, browser_from):
+    """After three failures from one address on one account, each try waits twice as long as
+    the one before: the attacker is slowed down, nobody is locked out."""
+    _user, email, client = known_device(app, factory, browser_from, "right-password-4")
+    for _ in range(4):
+        assert attempt(client, email, "nope-nope-nope").status_code == 401
+    response = attempt(client, email, "right-password-4")  # too soon after the fourth
+    assert response.status_code == 429 and response.headers["Retry-After"] == "1"
+    assert "Wait 1 second before the next try" in response.get_data(as_text=True)
+    time.sleep(1.1)
+    assert attempt(client, email, "nope-nope-nope").status_code == 401
+    response = attempt(client, email, "right-password-4")
+    assert response.status_code == 429 and response.headers["Retry-After"] == "2"
+    time.sleep(2.1)
+    assert attempt(client, email, "right-password-4").status_code == 302
 
 
 def test_a_success_resets_the_account_counter(app, factory, browser_from):
     user = factory.user("store_manager", stores=[factory.store()], password="right-password-2")
     email = email_of(app, user)
-    client, _ = browser_from()
     for _ in range(4):
-        assert attempt(client, email, "nope-nope-nope").status_code == 401
+        stranger, _ = browser_from()
+        assert attempt(stranger, email, "nope-nope-nope").status_code == 401
+    client, _ = browser_from()
     assert attempt(client, email, "right-password-2").status_code == 302
     client.post("/logout", data={"csrf_token": csrf_from(client.get("/dashboard"))})
     for _ in range(4):  # four more would have been nine without the reset
-        assert attempt(client, email, "nope-nope-nope").status_code == 401
-    assert attempt(client, email, "right-password-2").status_code == 302
+        stranger, _ = browser_from()
+        assert attempt(stranger, email, "nope-nope-nope").status_code == 401
+    newcomer, _ = browser_from()
+    assert attempt(newcomer, email, "right-password-2").status_code == 302
 
 
-def test_twenty_failures_from_one_address_lock_that_address(app, factory, browser_from):
-    user = factory.user("store_manager", stores=[factory.store()], password="right-password-3")
-    client, _ = browser_from()
-    for n in range(20):  # many accounts, a few guesses each: what credential stuffing looks like
-        assert attempt(client, f"nobody-{n}@test.example", "guess").status_code == 401
-    response = attempt(client, email_of(app, user), "right-password-3")
+def test_twenty_failures_from_one_address_pause_unrecognised_devices_there(
+        app, factory, browser_from):
+    _user, email, own_till = known_device(app, factory, browser_from, "right-password-3")
+    address = own_till.environ_base["REMOTE_ADDR"]
+    stuffer = app.test_client()
+    stuffer.environ_base["REMOTE_ADDR"] = address  # behind the same shop router
+    for n in range(20):  # many accounts, a guess each: what credential stuffing looks like
+        assert attempt(stuffer, f"nobody-{n}@test.example", "guess").status_code == 401
+    response = attempt(stuffer, email, "right-password-3")
     assert response.status_code == 429
     assert "Too many failed sign-in attempts from your network address" \
         in response.get_data(as_text=True)
+    # The user's own till behind the same address is a known device: not locked out.
+    assert attempt(own_till, email, "right-password-3").status_code == 302
     other_place, _ = browser_from()
-    assert attempt(other_place, email_of(app, user), "right-password-3").status_code == 302
+    assert attempt(other_place, email, "right-password-3").status_code == 302
+
+
+def test_concurrent_guesses_check_no_more_passwords_than_the_limit(
+        app, factory, browser_from, monkeypatch):
+    """30 wrong guesses at once, from one address and then from 30: the attempts are counted
+    before the passwords are checked, so at most the limit (5) are checked, every checked one
+    is audited, and none answers 500."""
+    from models import User
+
+    checked = []
+    original = User.check_password
+    monkeypatch.setattr(User, "check_password",
+                        lambda self, password: checked.append(1) or original(self, password))
+    for spread in (False, True):
+        user = factory.user("store_manager", stores=[factory.store()], password="right-pw-77")
+        email = email_of(app, user)
+        clients = []
+        for _ in range(30):
+            client, address = browser_from() if spread or not clients else (
+                app.test_client(), clients[0][1])
+            client.environ_base["REMOTE_ADDR"] = address
+            clients.append((client, address, csrf_from(client.get("/login"))))
+        checked.clear()
+        barrier = threading.Barrier(len(clients))
+        statuses = []
+
+        def guess(client, token):
+            barrier.wait()
+            statuses.append(client.post("/login", data={"email": email, "password": "wrong!",
+                                                        "csrf_token": token}).status_code)
+
+        threads = [threading.Thread(target=guess, args=(c, t)) for c, _a, t in clients]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert sorted(set(statuses)) == [401, 429], statuses
+        assert len(checked) <= 5, (spread, len(checked))
+        assert statuses.count(401) == len(checked)
+        assert len(failed_events(app, user)) == len(checked)  # none went unaudited
+
+
+def test_an_unknown_e_mail_takes_as_long_as_a_wrong_password(app, factory, browser_from):
+    """No user enumeration by timing: an unknown e-mail is answered after a password hash
+    check like a real account's (8 ms against 139 ms before)."""
+    store = factory.store()
+
+    def median_seconds(existing):
+        times = []
+        for n in range(5):
+            client, _ = browser_from()
+            page = client.get("/login")
+            email = (email_of(app, factory.user("fulfillment", stores=[store])) if existing
+                     else f"nobody-{n}-{time.monotonic_ns()}@test.example")
+            data = {"email": email, "password": "wrong-password",
+                    "csrf_token": csrf_from(page)}
+            started = time.perf_counter()
+            assert client.post("/login", data=data).status_code == 401
+            times.append(time.perf_counter() - started)
+        return sorted(times)[2]
+
+    median_seconds(False)  # warm up (the dummy hash is made on first use)
+    known, unknown = median_seconds(True), median_seconds(False)
+    assert unknown > 0.6 * known, (known, unknown)
+    assert unknown < 1.6 * known + 0.05, (known, unknown)
 
 
 def test_unknown_accounts_are_audited_without_what_was_typed(app, factory, browser_from):
@@ -188,14 +290,16 @@ def test_the_token_endpoint_counts_against_the_same_lock(app, factory, browser_f
     share one count: API failures lock the panel and the other way round."""
     user = factory.user("ops_engineer", password="right-password-2")
     email = email_of(app, user)
-    client, _ = browser_from()
     for _ in range(3):
+        client, _ = browser_from()
         response = client.post("/api/auth/token",
                                json={"email": email, "password": "wrong-password-y"})
         assert response.status_code == 401
         assert response.json["error"]["code"] == "invalid_credentials"
     for _ in range(2):
+        client, _ = browser_from()
         assert attempt(client, email, "wrong-password-y").status_code == 401
+    client, _ = browser_from()
 
     response = client.post("/api/auth/token", json={"email": email,
                                                     "password": "right-password-2"})
@@ -211,3 +315,38 @@ def test_the_token_endpoint_counts_against_the_same_lock(app, factory, browser_f
         sources = {event.actor_label for event in db.session.scalars(db.select(AuditEvent).where(
             AuditEvent.action == "auth.login_failed", AuditEvent.target_id == str(user)))}
     assert sources == {"api", "panel"}
+
+
+def test_concurrent_audited_writes_are_all_recorded_and_the_chain_holds(app, browser_from):
+    """24 failed sign-ins at once (each its own account and address, so none is throttled):
+    every one answers 401 and is audited, and the hash chain verifies — on SQLite, where the
+    chain head's FOR UPDATE is a no-op, as on PostgreSQL."""
+    from cancellation.audit import verify_chain
+    from models import AuditEvent, db
+
+    clients = []
+    for n in range(24):
+        client, address = browser_from()
+        clients.append((client, address, csrf_from(client.get("/login"))))
+    barrier = threading.Barrier(len(clients))
+    statuses = []
+
+    def guess(client, token, n):
+        barrier.wait()
+        statuses.append(client.post("/login", data={
+            "email": f"ghost-{n}-{time.monotonic_ns()}@test.example", "password": "x",
+            "csrf_token": token}).status_code)
+
+    threads = [threading.Thread(target=guess, args=(c, t, n))
+               for n, (c, _a, t) in enumerate(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert statuses == [401] * 24, statuses
+    with app.app_context():
+        audited = db.session.scalar(db.select(db.func.count()).select_from(AuditEvent).where(
+            AuditEvent.action == "auth.login_failed",
+            AuditEvent.ip.in_([a for _c, a, _t in clients])))
+        assert audited == 24
+        assert verify_chain().ok

@@ -15,7 +15,7 @@ from conftest import bearer, csrf_from, login
 # Reachable without signing in, on purpose.
 PUBLIC = {"auth.login", "health.healthz", "docs.openapi_json", "api.issue_token"}
 # Any signed-in user, whatever their role.
-LOGIN_ONLY = {"auth.logout"}
+LOGIN_ONLY = {"auth.logout", "api.revoke_token"}
 ROLES = ("admin", "store_manager", "fulfillment", "customer_service", "ops_engineer")
 
 

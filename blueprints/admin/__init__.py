@@ -2,19 +2,22 @@
 
 Every change made here is written to the audit trail like any other change.
 """
-from flask import abort, g, redirect, request, url_for
+from flask import abort, flash, g, redirect, request, url_for
 from flask_admin import Admin, AdminIndexView, expose
+from flask_admin.actions import action
 from flask_admin.contrib.sqla import ModelView
 from flask_admin.form import BaseForm
 from flask_admin.menu import MenuLink
 from flask_admin.theme import Bootstrap4Theme
 from flask_login import current_user
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from wtforms import PasswordField, SelectChoice, SelectField
 from wtforms.validators import Length, Optional, ValidationError
 
 from cancellation.audit import AuditContext, record
-from models import Product, Role, Setting, StockLevel, Store, User, db
+from models import (
+    ApiToken, LoginSession, Product, Role, Setting, StockLevel, Store, User, db, utcnow,
+)
 from models.setting import DEFAULTS
 from models.user import normalise_email
 
@@ -166,6 +169,68 @@ class UserView(AuditedModelView):
         return {"password_changed": True} if form.new_password.data else {}
 
 
+class CredentialView(AdminOnly, ModelView):
+    """Read-only lists of credentials with one action that ends them (audited): API tokens the
+    way GitHub or Stripe list keys, and panel sign-ins. Nothing is created or edited here."""
+
+    can_create = can_edit = can_delete = False
+    can_view_details = False
+    page_size = 50
+    column_default_sort = ("created_at", True)
+    column_formatters = {"user": lambda v, c, m, p: m.user.email if m.user else "—"}
+    end_action = None  # "auth.token_revoked" or "auth.session_ended"
+
+    def _end(self, ids, end_one):
+        ended = 0
+        for row in db.session.scalars(select(self.model).where(self.model.id.in_(ids))):
+            if end_one(row):
+                record(current_user, self.end_action, target_type=self.model.__tablename__,
+                       target_id=row.id, after={"user": row.user.email if row.user else None,
+                                                "by": "admin"}, context=_audit_context())
+                ended += 1
+        db.session.commit()
+        return ended
+
+
+class ApiTokenView(CredentialView):
+    column_list = ("user", "name", "prefix", "created_at", "last_used_at", "expires_at",
+                   "state")
+    column_labels = {"prefix": "Starts with", "created_at": "Created",
+                     "last_used_at": "Last used", "expires_at": "Expires"}
+    column_searchable_list = ("name", "prefix")
+    column_filters = ("revoked", "expires_at")
+    end_action = "auth.token_revoked"
+
+    @action("revoke", "Revoke", "Revoke the selected tokens? Clients using them get 401 at "
+            "once.")
+    def action_revoke(self, ids):
+        ended = self._end([int(i) for i in ids], lambda row: row.revoke())
+        flash(f"{ended} token{'s' if ended != 1 else ''} revoked.", "success")
+
+
+class LoginSessionView(CredentialView):
+    column_list = ("user", "created_at", "expires_at", "ended_at", "remember", "ip",
+                   "user_agent")
+    column_labels = {"created_at": "Signed in", "expires_at": "Expires", "ended_at": "Ended",
+                     "remember": "Kept signed in", "ip": "Address", "user_agent": "Browser"}
+    column_filters = ("ended_at", "remember")
+    end_action = "auth.session_ended"
+
+    @action("end", "Sign out", "Sign the selected sessions out? Their browsers must sign in "
+            "again.")
+    def action_end(self, ids):
+        now = utcnow()
+
+        def end(row):
+            return db.session.execute(
+                update(LoginSession).where(LoginSession.id == row.id,
+                                           LoginSession.ended_at.is_(None))
+                .values(ended_at=now)).rowcount == 1
+
+        ended = self._end([int(i) for i in ids], end)
+        flash(f"{ended} session{'s' if ended != 1 else ''} signed out.", "success")
+
+
 class StoreView(AuditedModelView):
     can_delete = False  # orders, stock and users refer to stores
     column_list = ("id", "name", "licence_number", "timezone")
@@ -228,6 +293,10 @@ def init_admin(app):
         index_view=CancelDeskAdminIndex(name="Overview", url="/admin"))
     admin.add_view(UserView(User, db, name="Users", endpoint="admin_users",
                             url="/admin/users"))
+    admin.add_view(ApiTokenView(ApiToken, db, name="API tokens", endpoint="admin_tokens",
+                                url="/admin/tokens"))
+    admin.add_view(LoginSessionView(LoginSession, db, name="Sign-ins",
+                                    endpoint="admin_sessions", url="/admin/sessions"))
     admin.add_view(StoreView(Store, db, name="Stores", endpoint="admin_stores",
                              url="/admin/stores"))
     admin.add_view(ProductView(Product, db, name="Products", endpoint="admin_products",

@@ -1,15 +1,18 @@
 """What every JSON API blueprint shares: token auth, body parsing, errors, the token endpoint."""
-from flask import Blueprint, g, jsonify, request
+from datetime import timedelta
+
+from flask import Blueprint, current_app, g, jsonify, request
 from flask_login import current_user
 from pydantic import BaseModel, ValidationError
 
 from cancellation import AuditContext
-from models import ApiToken, db
+from cancellation.audit import record
+from models import ApiToken, db, isoformat, utcnow
 
 from blueprints.api_common import responses as out
 from blueprints.api_common.openapi import documented
 from blueprints.api_common.schemas import TokenRequest
-from blueprints.auth import api_error, check_credentials
+from blueprints.auth import MESSAGES, api_error, check_credentials
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -138,10 +141,32 @@ def issue_token():
         return response
     if user is None:
         return api_error(401, "invalid_credentials", "E-mail or password is wrong.")
-    _row, plain = ApiToken.issue(user, name=body.name or "api")
+    row, plain = ApiToken.issue(user, name=body.name or "api",
+                                expires_at=utcnow() + timedelta(
+                                    days=current_app.config["API_TOKEN_TTL_DAYS"]))
     db.session.commit()
     return jsonify({"token": plain, "token_type": "Bearer", "user_id": user.id,
-                    "role": user.role})
+                    "role": user.role, "expires_at": isoformat(row.expires_at)})
+
+
+@bp.route("/auth/token", methods=["DELETE"])
+@documented("Revoke the bearer token this request presents (sign the client out)",
+            responses={204: "Revoked: the token no longer authenticates"}, errors=(401, 409))
+def revoke_token():
+    """204 once revoked; any later use of the token answers 401. Of two revocations at the
+    same moment one gets 204 and the other 409 `token_revoked`."""
+    scheme, _, plain = request.headers.get("Authorization", "").partition(" ")
+    row = ApiToken.find(plain.strip()) if scheme.lower() == "bearer" and plain.strip() else None
+    if row is None:
+        return api_error(401, "unauthorized", MESSAGES[401][1])
+    if not row.revoke():
+        db.session.rollback()
+        return api_error(409, "token_revoked", "This token was revoked at the same moment.")
+    record(row.user, "auth.token_revoked", target_type="api_token", target_id=row.id,
+           after={"name": row.name, "prefix": row.prefix, "by": "its holder"},
+           context=audit_context("api"))
+    db.session.commit()
+    return "", 204
 
 
 __all__ = ["bp", "parse_json", "parse_query", "require_token_user", "audit_context", "BaseModel",

@@ -2,7 +2,7 @@
 them, and the tests validate real responses against them so the document cannot drift."""
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 OrderStatusName = Literal["pending", "in_progress", "on_hold", "completed", "cancelled",
                           "archived"]
@@ -30,6 +30,7 @@ class Token(Out):
     token_type: Literal["Bearer"]
     user_id: int
     role: str
+    expires_at: str | None = Field(description="ISO 8601 (UTC); after it the token answers 401")
 
 
 class OrderSummary(Out):

@@ -1,4 +1,6 @@
 """Sessions for the panel (Flask-Login), bearer tokens for the API, identities and error pages."""
+import functools
+import secrets
 from urllib.parse import urlsplit
 
 import redis
@@ -9,14 +11,16 @@ from flask import (
 from flask.sessions import SecureCookieSessionInterface
 from flask_login import LoginManager, current_user, login_required, login_user, logout_user
 from flask_principal import ActionNeed, AnonymousIdentity, Identity, Principal, identity_loaded
+from itsdangerous import BadData, URLSafeTimedSerializer
 from werkzeug.exceptions import HTTPException
+from werkzeug.security import check_password_hash, generate_password_hash
 
 from cancellation import CancelDeskError
 from cancellation.audit import AuditContext, record
-from cancellation.oversight import LoginThrottle
+from cancellation.signin import Lockout, SignInThrottle
 from cancellation.policy import capabilities_of
 from cancellation.privacy import mask_email
-from models import ApiToken, User, db
+from models import ApiToken, LoginSession, User, db
 from models.user import normalise_email
 
 from blueprints.auth.forms import LoginForm, LogoutForm
@@ -62,12 +66,10 @@ def init_auth(app):
 
 
 @login_manager.user_loader
-def _load_user(user_id):
-    try:
-        user = db.session.get(User, int(user_id))
-    except (TypeError, ValueError):
-        return None
-    return user if user is not None and user.is_active else None
+def _load_user(login_token):
+    """The session and the remember cookie hold the sign-in's token (User.get_id): it opens
+    nothing once signed out, expired, or after a password, role or active-flag change."""
+    return LoginSession.find_user(login_token)
 
 
 @login_manager.request_loader
@@ -159,12 +161,18 @@ def safe_next(target):
     return target
 
 
-def login_throttle():
+def signin_throttle():
     config = current_app.config
-    return LoginThrottle(current_app.extensions["redis"],
-                         per_account=config.get("LOGIN_MAX_FAILURES_PER_ACCOUNT", 5),
-                         per_address=config.get("LOGIN_MAX_FAILURES_PER_IP", 20),
-                         window_seconds=config.get("LOGIN_LOCKOUT_SECONDS", 900))
+    return SignInThrottle(current_app.extensions["redis"],
+                          per_account=config["LOGIN_MAX_FAILURES_PER_ACCOUNT"],
+                          per_address=config["LOGIN_MAX_FAILURES_PER_IP"],
+                          per_device=config["LOGIN_MAX_FAILURES_PER_DEVICE"],
+                          free=config["LOGIN_FREE_ATTEMPTS"],
+                          max_delay_seconds=config["LOGIN_MAX_DELAY_SECONDS"],
+                          window_seconds=config["LOGIN_LOCKOUT_SECONDS"])
+
+
+login_throttle = signin_throttle  # the tests' and operators' name for it
 
 
 def _guarded(call):
@@ -176,26 +184,89 @@ def _guarded(call):
         return None
 
 
+@functools.cache
+def _dummy_hash():
+    """A hash of the kind stored for real accounts, checked for unknown e-mails: every answer
+    then takes as long as a real password check, so timing does not tell who has an account."""
+    return generate_password_hash(secrets.token_urlsafe(16))
+
+
+def _password_matches(user, password):
+    if user is None:
+        check_password_hash(_dummy_hash(), password or "")
+        return False
+    matches = user.check_password(password or "")  # inactive accounts too: same time
+    return matches and user.is_active
+
+
+# --- known devices (OWASP's device cookies) --------------------------------------------------
+
+DEVICE_COOKIE = "cd_device"
+DEVICE_ACCOUNTS_MAX = 10
+
+
+def _device_serializer():
+    return URLSafeTimedSerializer(current_app.secret_key, salt="cancel-desk.known-device")
+
+
+def _device_cookie():
+    """{"n": device id, "u": [user ids that signed in here]} from a valid cookie, or None."""
+    raw = request.cookies.get(DEVICE_COOKIE)
+    if not raw or len(raw) > 1000:
+        return None
+    try:
+        data = _device_serializer().loads(
+            raw, max_age=current_app.config["DEVICE_COOKIE_DAYS"] * 86400)
+    except BadData:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("n"), str) \
+            or not isinstance(data.get("u"), list):
+        return None
+    return data
+
+
+def known_device(user):
+    """This browser's device id if `user` has signed in on it before, else None."""
+    data = _device_cookie()
+    if user is None or data is None or user.id not in data["u"]:
+        return None
+    return data["n"]
+
+
+def _remember_device(response, user):
+    """After a successful sign-in: this browser becomes a known device of `user`."""
+    data = _device_cookie() or {"n": secrets.token_urlsafe(16), "u": []}
+    accounts = [uid for uid in data["u"] if uid != user.id][-(DEVICE_ACCOUNTS_MAX - 1):]
+    value = _device_serializer().dumps({"n": data["n"], "u": accounts + [user.id]})
+    response.set_cookie(DEVICE_COOKIE, value,
+                        max_age=current_app.config["DEVICE_COOKIE_DAYS"] * 86400,
+                        path=url_for("auth.login"), httponly=True, samesite="Lax",
+                        secure=current_app.config["SESSION_COOKIE_SECURE"])
+    return response
+
+
 def check_credentials(email, password, source):
     """(user, None) when the e-mail and password match an active account, (None, lockout)
-    while the account or address is locked out (the password is then not even looked at),
-    else (None, None). Failures are counted and audited. The panel's sign-in and the API's
-    token endpoint both use it, so guessing through either counts against the same limits."""
-    throttle, address = login_throttle(), request.remote_addr
-    lockout = _guarded(lambda: throttle.locked(email, address))
-    if lockout is not None:
-        return None, lockout
+    while the throttle refuses the attempt (the password is then not even looked at), else
+    (None, None). The attempt is counted before the password is checked, so concurrent guesses
+    cannot check more than the limits allow; failures are audited. The panel's sign-in and the
+    API's token endpoint share the counts; only the panel has known devices."""
+    address = request.remote_addr
     user = User.by_email(email)
-    if user is None or not user.is_active or not user.check_password(password):
-        _login_failed(throttle, email, address, user, source)
+    device = known_device(user) if source == "panel" else None
+    attempt = _guarded(lambda: signin_throttle().attempt(email, address, device))
+    if isinstance(attempt, Lockout):
+        return None, attempt
+    if not _password_matches(user, password):
+        _login_failed(attempt, email, address, user, source)
         return None, None
-    _guarded(lambda: throttle.succeeded(email))
+    if attempt is not None:
+        _guarded(attempt.succeeded)
     return user, None
 
 
-def _login_failed(throttle, email, address, user, source):
-    """Count the failure and audit it (never the password)."""
-    reached = _guarded(lambda: throttle.failed(email, address)) or []
+def _login_failed(attempt, email, address, user, source):
+    """Audit the failure (never the password) and any limit it reached."""
     context = AuditContext(request_id=g.get("request_id"), ip=address, source=source)
     reason = ("unknown_account" if user is None else
               "inactive_account" if not user.is_active else "wrong_password")
@@ -203,10 +274,11 @@ def _login_failed(throttle, email, address, user, source):
     email = user.email if user is not None else mask_email(normalise_email(email)[:254])
     record(None, "auth.login_failed", target_type="user", target_id=getattr(user, "id", None),
            after={"email": email, "reason": reason}, context=context)
-    for scope in reached:
+    for scope in (attempt.reached if attempt is not None else ()):
         record(None, "auth.login_locked", target_type="user",
                target_id=getattr(user, "id", None),
-               after={"email": email, "scope": scope, "minutes": throttle.window // 60},
+               after={"email": email, "scope": scope,
+                      "minutes": current_app.config["LOGIN_LOCKOUT_SECONDS"] // 60},
                context=context)
     db.session.commit()
 
@@ -227,9 +299,16 @@ def login():
             flash("That e-mail and password do not match an active account.", "danger")
             return render_template("auth/login.html", form=form), 401
         session.clear()
-        login_user(user, remember=form.remember.data)
+        remember = bool(form.remember.data)
+        config = current_app.config
+        LoginSession.start(user, remember=remember, ip=request.remote_addr,
+                           user_agent=request.user_agent.string,
+                           lifetime=config["REMEMBER_COOKIE_DURATION"] if remember
+                           else config["PERMANENT_SESSION_LIFETIME"])
+        db.session.commit()
+        login_user(user, remember=remember)
         flash(f"Welcome back, {user.name}.", "success")
-        return redirect(safe_next(request.args.get("next")))
+        return _remember_device(redirect(safe_next(request.args.get("next"))), user)
     return render_template("auth/login.html", form=form)
 
 
@@ -237,7 +316,11 @@ def login():
 @login_required
 def logout():
     if LogoutForm().validate_on_submit():
-        logout_user()
+        # Ends this sign-in on the server: a copy of the session or remember cookie taken
+        # before no longer opens anything.
+        LoginSession.end(getattr(current_user, "login_token", None))
+        db.session.commit()
         session.clear()
+        logout_user()  # after clear(): it marks the remember cookie for deletion
         flash("You are signed out.", "info")
     return redirect(url_for("auth.login"))

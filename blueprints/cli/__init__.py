@@ -127,10 +127,11 @@ bp.cli.add_command(tokens_cli)
 @tokens_cli.command("create")
 @click.option("--email", required=True, help="The user the token acts as.")
 @click.option("--name", default="cli", show_default=True, help="A label for the token.")
-@click.option("--days", default=90, show_default=True, type=click.IntRange(min=1),
-              help="Days until the token expires.")
+@click.option("--days", default=None, type=click.IntRange(min=1),
+              help="Days until the token expires (default: API_TOKEN_TTL_DAYS, 90).")
 def create_token(email, name, days):
     """Issue a token; the plain value is printed once and stored only hashed."""
+    days = days or current_app.config["API_TOKEN_TTL_DAYS"]
     user = User.by_email(email)
     if user is None:
         raise click.ClickException(f"no user with e-mail {email}")
