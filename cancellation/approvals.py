@@ -38,7 +38,7 @@ from cancellation.reasons import label_for
 log = logging.getLogger(__name__)
 
 OPEN = ("pending", "escalated")
-CLOSED = ("approved", "rejected", "expired", "stale")
+CLOSED = ("approved", "rejected", "expired", "stale", "withdrawn")
 STATUSES = OPEN + CLOSED
 COMMENT_MAX = 2000
 
@@ -299,6 +299,43 @@ def reject(approval_id, approver, comment, context):
     return approval
 
 
+def withdraw(approval_id, requester, comment, context):
+    """The requester takes their open request back (the customer changed their mind). The
+    approvers who were asked are told, so nobody decides it any more."""
+    comment = _clean_comment(comment, required=False)
+    approval = get_visible_request(requester, approval_id)
+    if approval.requested_by_id != requester.id:
+        raise Forbidden("Only the person who asked may withdraw an approval request.",
+                        code="not_requester")
+    try:
+        approval = _lock(approval_id)
+        failure = _closed(approval)
+        if failure is not None:
+            raise failure
+        before = {"status": approval.status}
+        if not _move(approval, "withdrawn", decided_at=utcnow(), comment=comment,
+                     status_detail=f"Withdrawn by {requester.name}."):
+            raise _lost_race(approval)
+        record(requester, "approval.withdrawn", target_type="approval_request",
+               target_id=approval.id, store_id=approval.order.store_id,
+               order_id=approval.order_id, before=before,
+               after={"status": "withdrawn", "comment": comment}, context=context)
+        told = {n.user_id for n in approval_notices(approval.id, ("requested", "escalated"))}
+        for user in db.session.scalars(select(User).where(User.id.in_(told))):
+            _notice(approval, user, "withdrawn")
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+    return approval
+
+
+def approval_notices(approval_id, events):
+    return db.session.scalars(select(ApprovalNotice).where(
+        ApprovalNotice.approval_request_id == approval_id,
+        ApprovalNotice.event.in_(events))).all()
+
+
 def _clean_comment(comment, *, required):
     text = (comment or "").strip()
     if required and not text:
@@ -543,13 +580,18 @@ def notice_message(notice):
         "stale": (f"Outdated: your request to cancel order {order.number}",
                   f"Your request #{approval.id} could not be carried out: "
                   f"{approval.status_detail}"),
+        "withdrawn": (f"Withdrawn: no decision needed on order {order.number}",
+                      f"{requester.name} withdrew request #{approval.id} to cancel order "
+                      f"{order.number}; there is nothing left to decide."),
     }
     subject, opening = outcome.get(notice.event, (f"Update on order {order.number}",
                                                   f"Request #{approval.id} is {approval.status}."))
     body = [opening, ""] + summary
+    author = requester.name if notice.event == "withdrawn" else decider
     if approval.comment:
-        body += ["", f"Comment from {decider}:", f"  {approval.comment}"]
-    body += ["", f"Your requests: {link}"]
+        body += ["", f"Comment from {author}:", f"  {approval.comment}"]
+    body += ["", (f"The approvals queue: {link}" if notice.event == "withdrawn"
+                  else f"Your requests: {link}")]
     return subject, "\n".join(body)
 
 

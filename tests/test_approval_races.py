@@ -213,3 +213,71 @@ def test_two_workers_escalating_one_request_audit_it_once(app, factory):
                               AuditEvent.target_id == str(approval_id)))
     assert escalations == 1
     assert request_row(app, approval_id)["status"] == "escalated"
+
+
+def test_the_requester_withdraws_and_the_approvers_are_told(app, factory, worker):
+    shop = filed_request(app, app.test_client(), factory, managers=1)
+    from conftest import wait_for
+    wait_for(lambda: request_row(app, shop["approval_id"])["routed"], message="routed")
+    manager_token = shop["manager_tokens"][0]
+    url = f"/api/v1/approval_requests/{shop['approval_id']}/withdraw"
+    refused = app.test_client().post(url, json={}, headers=bearer(manager_token))
+    assert refused.status_code == 403 and refused.json["error"]["code"] == "not_requester"
+
+    response = app.test_client().post(url, json={"comment": "Customer kept it."},
+                                      headers=bearer(shop["token"]))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.json["approval_request"]["status"] == "withdrawn"
+    assert effects(app, shop)["order_status"] == "in_progress"
+    again = app.test_client().post(url, json={}, headers=bearer(shop["token"]))
+    assert again.status_code == 409 and again.json["error"]["code"] == "approval_closed"
+    late = app.test_client().post(
+        f"/api/v1/approval_requests/{shop['approval_id']}/approve", json={},
+        headers=bearer(manager_token))
+    assert late.status_code == 409 and late.json["error"]["code"] == "approval_closed"
+
+    from test_approvals import mail_to
+    mails = wait_for(lambda: mail_to(app, shop["managers"][0], "Withdrawn"), message="mail")
+    assert "nothing left to decide" in mails[0].body and "Customer kept it." in mails[0].body
+
+
+def test_a_withdrawal_racing_an_approval_ends_one_way(app, factory):
+    for _ in range(ROUNDS):
+        shop = filed_request(app, app.test_client(), factory)
+        results = at_once(
+            lambda: app.test_client().post(
+                f"/api/v1/approval_requests/{shop['approval_id']}/approve", json={},
+                headers=bearer(shop["manager_tokens"][0])),
+            lambda: app.test_client().post(
+                f"/api/v1/approval_requests/{shop['approval_id']}/withdraw", json={},
+                headers=bearer(shop["token"])))
+        assert codes(results) == [(200, None), (409, "approval_closed")], \
+            [r.get_data(as_text=True) for r in results]
+        status = request_row(app, shop["approval_id"])["status"]
+        seen = effects(app, shop)
+        if results[0].status_code == 200:
+            assert status == "approved" and seen["order_status"] == "cancelled"
+        else:
+            assert status == "withdrawn" and seen["order_status"] == "in_progress"
+            assert seen["cancellations"] == 0
+
+
+def test_withdraw_in_the_panel(app, factory):
+    from conftest import csrf_from, login
+
+    shop = filed_request(app, app.test_client(), factory)
+    with app.app_context():
+        from models import User
+        email = db.session.get(User, shop["user_id"]).email
+    client = app.test_client()
+    login(client, email)
+    page = client.get("/approvals?tab=mine")
+    html = page.get_data(as_text=True)
+    assert 'data-testid="withdraw"' in html and "Withdraw request #" in html
+    response = client.post(f"/approvals/{shop['approval_id']}/withdraw",
+                           data={"csrf_token": csrf_from(page),
+                                 "next": "/approvals?tab=mine"}, follow_redirects=True)
+    html = response.get_data(as_text=True)
+    assert f"Withdrew request #{shop['approval_id']}" in html
+    assert 'data-approval-status="withdrawn"' in html
+    assert 'data-testid="withdraw"' not in html

@@ -420,7 +420,8 @@ class AuditLog(Out):
 
 
 class ApprovalRequestDetail(Approval):
-    status: Literal["pending", "escalated", "approved", "rejected", "expired", "stale"]
+    status: Literal["pending", "escalated", "approved", "rejected", "expired", "stale",
+                    "withdrawn"]
     order_version: int
     expires_at: str | None
     escalated_at: str | None

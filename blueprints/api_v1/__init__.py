@@ -296,5 +296,21 @@ def reject_request(approval_id):
                     "message": f"Rejected; order {approval.order.number} was not changed."})
 
 
+@bp.post("/approval_requests/<int:approval_id>/withdraw")
+@documented("Withdraw your own open request (the approvers who were asked are told)",
+            body=ApproveBody, responses={200: out.ApprovalDecided},
+            errors=(400, 401, 403, 404, 409))
+@requires("request_cancellation")
+def withdraw_request(approval_id):
+    """403 `not_requester` for someone else's request; 409 `approval_closed` once it is decided,
+    expired, stale or withdrawn (of a withdrawal and a decision at the same moment, one wins)."""
+    body = parse_json(ApproveBody, optional=True)
+    approval = approvals.withdraw(approval_id, current_user, body.comment,
+                                  audit_context("api_v1"))
+    return jsonify({"approval_request": approval_request_dict(approval, current_user),
+                    "order": order_dict(db.session.get(Order, approval.order_id), current_user),
+                    "message": f"Withdrawn; order {approval.order.number} was not changed."})
+
+
 from blueprints.api_v1 import bulk as _bulk_routes  # noqa: E402,F401  (registers its routes on bp)
 from blueprints.api_v1 import items as _items_routes  # noqa: E402,F401  (PUT .../items)

@@ -100,6 +100,13 @@ def reject(approval_id):
         f"{a.requested_by.name} has been notified."))
 
 
+@bp.post("/approvals/<int:approval_id>/withdraw")
+@requires("request_cancellation")
+def withdraw(approval_id):
+    return _decide(approval_id, approvals.withdraw, lambda a: (
+        f"Withdrew request #{a.id}; order {a.order.number} was not changed."))
+
+
 @bp.post("/orders/<int:order_id>/approval-request")
 @requires("request_cancellation")
 def request_form(order_id):
