@@ -52,3 +52,16 @@ class ConcurrentModification(Blocked):
         super().__init__(message or "This order was changed by someone else. Refresh to see "
                          "the current version and try again.",
                          details={"current_version": current_version})
+
+
+class DeliveryClaimed(Blocked):
+    """A refund or notice changed while this request acted on it: another click, or a worker
+    picked it up. Nothing was changed by this request."""
+
+    code = "delivery_claimed"
+
+
+class RetryInProgress(Blocked):
+    """A bulk job's failures are already being retried by a job still queued or running."""
+
+    code = "bulk_retry_in_progress"

@@ -11,13 +11,14 @@ from datetime import timedelta
 
 from flask import current_app
 from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
 
 from models import Cancellation, Notification, Order, Refund, db, money, utcnow
 from models.delivery import DeliveryStatus
 
 from cancellation.adapters import DeliveryError, notifier, payment_gateway
 from cancellation.audit import SYSTEM, record
-from cancellation.errors import InvalidState, NotFound
+from cancellation.errors import DeliveryClaimed, InvalidState, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +83,16 @@ def backoff_seconds(attempts):
 
 
 def _claim(model, row_id):
-    """Move the row to `processing` and count the attempt; None when there is nothing (left)
-    to deliver. `processing` is what a duplicate dispatch (the back-off task and the sweep both
-    sent it) finds and leaves alone, and what a reinstatement refuses to void."""
+    """The row `_take` claimed, or None (cancellation/approvals.py delivers its notices so)."""
+    claim = _take(model, row_id)
+    return claim[0] if claim else None
+
+
+def _take(model, row_id):
+    """Move the row to `processing` and count the attempt: (row, attempt number), or None when
+    there is nothing (left) to deliver. `processing` is what a duplicate dispatch (the back-off
+    task and the sweep both sent it) finds and leaves alone, and what a reinstatement refuses to
+    void."""
     row = db.session.scalar(select(model).where(model.id == row_id).with_for_update()
                             .execution_options(populate_existing=True))
     now = utcnow()
@@ -93,14 +101,15 @@ def _claim(model, row_id):
         return None
     # Compare-and-set on status and attempts: where the database has no row locks (SQLite) two
     # claimers may both have read the row; only one of them takes it.
+    attempt = row.attempts + 1
     claimed = db.session.execute(
         update(model).where(model.id == row.id, model.attempts == row.attempts,
                             model.status == row.status)
-        .values(status=DeliveryStatus.PROCESSING.value, attempts=row.attempts + 1,
+        .values(status=DeliveryStatus.PROCESSING.value, attempts=attempt,
                 dispatched_at=now, next_attempt_at=None)
         .execution_options(synchronize_session=False)).rowcount
     db.session.commit()
-    return row if claimed else None
+    return (row, attempt) if claimed else None
 
 
 def _claimable(row, now):
@@ -128,53 +137,66 @@ def _set_flag(row, value):
         setattr(cancellation, FLAGS[type(row)], value)
 
 
-def _succeeded(row, action, **after):
-    row.status = DeliveryStatus.SUCCEEDED.value
-    row.last_error = None
-    row.next_attempt_at = None
-    _set_flag(row, False)
-    record(None, action, target_type=type(row).__name__.lower(), target_id=row.id,
+def _settle(row, attempt, action, values, after):
+    """Write how the claimed delivery went, as a compare-and-set on `processing` and the attempt
+    this worker claimed. False when the row was taken over meanwhile (the claim went stale and
+    another worker took it): that worker's outcome stands and nothing is written here."""
+    model = type(row)
+    settled = db.session.execute(
+        update(model).where(model.id == row.id, model.attempts == attempt,
+                            model.status == DeliveryStatus.PROCESSING.value)
+        .values(**values).execution_options(synchronize_session=False)).rowcount
+    if not settled:
+        db.session.rollback()
+        log.warning("%s %s was taken over while this worker delivered it; its outcome stands",
+                    model.__name__, row.id)
+        return False
+    _set_flag(row, values["status"] == DeliveryStatus.FAILED.value)
+    record(None, action, target_type=model.__name__.lower(), target_id=row.id,
            order_id=row.order_id, store_id=row.order.store_id, context=SYSTEM,
-           after={"attempts": row.attempts, **after})
+           after={"attempts": attempt, **after})
     db.session.commit()
+    return True
 
 
-def _failed(row, action, error):
-    """Mark failed, flag for manual handling; return the retry delay or None when out of tries."""
-    row.status = DeliveryStatus.FAILED.value
-    row.last_error = str(error)[:500]
-    _set_flag(row, True)
-    delay = row.next_attempt_at = None
-    if row.attempts < current_app.config["DELIVERY_MAX_ATTEMPTS"]:
-        delay = backoff_seconds(row.attempts)
-        row.next_attempt_at = utcnow() + timedelta(seconds=delay)
-    record(None, action, target_type=type(row).__name__.lower(), target_id=row.id,
-           order_id=row.order_id, store_id=row.order.store_id, context=SYSTEM,
-           after={"attempts": row.attempts, "error": row.last_error,
-                  "next_attempt_in_s": delay})
-    db.session.commit()
-    return delay
+def _succeeded(row, attempt, action, values, **after):
+    return _settle(row, attempt, action, {"status": DeliveryStatus.SUCCEEDED.value,
+                                          "last_error": None, "next_attempt_at": None,
+                                          **values}, after)
+
+
+def _failed(row, attempt, action, error):
+    """Mark failed and flag for manual handling; schedule the next try unless out of tries."""
+    delay = next_attempt_at = None
+    if attempt < current_app.config["DELIVERY_MAX_ATTEMPTS"]:
+        delay = backoff_seconds(attempt)
+        next_attempt_at = utcnow() + timedelta(seconds=delay)
+    last_error = str(error)[:500]
+    settled = _settle(row, attempt, action,
+                      {"status": DeliveryStatus.FAILED.value, "last_error": last_error,
+                       "next_attempt_at": next_attempt_at},
+                      {"error": last_error, "next_attempt_in_s": delay})
+    if settled and delay is not None:
+        send(type(row), row.id, countdown=delay)
+    return "failed" if settled else "nothing_to_do"
 
 
 def deliver_refund(refund_id):
-    """Pay one refund through the gateway. Returns the final status, or 'retry_in:<s>'."""
-    refund = _claim(Refund, refund_id)
-    if refund is None:
+    """Pay one refund through the gateway. Returns succeeded, failed or nothing_to_do."""
+    claim = _take(Refund, refund_id)
+    if claim is None:
         return "nothing_to_do"
+    refund, attempt = claim
     try:
         reference = payment_gateway().refund(
             idempotency_key=refund.idempotency_key, amount_cents=refund.amount_cents,
             order_number=refund.order.number, method=refund.method)
     except DeliveryError as exc:
-        delay = _failed(refund, "refund.failed", exc)
-        if delay is not None:
-            send(Refund, refund.id, countdown=delay)
-        return "failed"
-    refund.gateway_reference = reference
-    refund.succeeded_at = utcnow()
-    _succeeded(refund, "refund.succeeded", amount=money(refund.amount_cents),
-               reference=reference)
-    return "succeeded"
+        return _failed(refund, attempt, "refund.failed", exc)
+    settled = _succeeded(refund, attempt, "refund.succeeded",
+                         {"gateway_reference": reference, "succeeded_at": utcnow()},
+                         amount=money(refund.amount_cents), reference=reference)
+    return "succeeded" if settled else "nothing_to_do"
 
 
 def notification_message(notification):
@@ -198,42 +220,63 @@ def notification_message(notification):
 
 
 def deliver_notification(notification_id):
-    notification = _claim(Notification, notification_id)
-    if notification is None:
+    claim = _take(Notification, notification_id)
+    if claim is None:
         return "nothing_to_do"
+    notification, attempt = claim
     subject, body = notification_message(notification)
     try:
         notifier().send(idempotency_key=notification.idempotency_key,
                         recipient=notification.recipient, subject=subject, body=body)
     except DeliveryError as exc:
-        delay = _failed(notification, "notification.failed", exc)
-        if delay is not None:
-            send(Notification, notification.id, countdown=delay)
-        return "failed"
-    notification.sent_at = utcnow()
-    _succeeded(notification, "notification.sent", template=notification.template)
-    return "succeeded"
+        return _failed(notification, attempt, "notification.failed", exc)
+    settled = _succeeded(notification, attempt, "notification.sent", {"sent_at": utcnow()},
+                         template=notification.template)
+    return "succeeded" if settled else "nothing_to_do"
 
 
 def retry(model, row_id, actor, context):
-    """A person asks for another try (the panel's retry button, the v1 endpoints)."""
+    """A person asks for another try (the panel's retry button, the v1 endpoints).
+
+    A compare-and-set on the row as it was read (status, attempts, when it was handed over): of
+    two clicks at once, or a click and a worker taking the row, one wins and the other changes
+    nothing (409 `delivery_claimed`). So a refund paid, on its way or voided a moment ago is
+    never put back in the queue by a click that read it before.
+    """
     row = db.session.get(model, row_id)
     if row is None:
         raise NotFound(f"{model.__name__} not found.")
     if row.status == DeliveryStatus.VOIDED.value:
         raise InvalidState(f"This {model.__name__.lower()} was voided when the order was "
                            "reinstated; there is nothing to retry.")
-    if row.status in (DeliveryStatus.SUCCEEDED.value, DeliveryStatus.PROCESSING.value):
-        return row  # done, or going out right now: a second click changes nothing
-    row.status = DeliveryStatus.PENDING.value
-    row.next_attempt_at = None
-    row.dispatched_at = utcnow()
+    now = utcnow()
+    if row.status in (DeliveryStatus.SUCCEEDED.value, DeliveryStatus.PROCESSING.value) \
+            or _queued_since(row, _stale_before(now)):
+        return row  # done, going out right now or just queued: a second click changes nothing
+    handed = (model.dispatched_at.is_(None) if row.dispatched_at is None
+              else model.dispatched_at == row.dispatched_at)
+    moved = db.session.execute(
+        update(model).where(model.id == row.id, model.status == row.status,
+                            model.attempts == row.attempts, handed)
+        .values(status=DeliveryStatus.PENDING.value, next_attempt_at=None, dispatched_at=now)
+        .execution_options(synchronize_session=False)).rowcount
+    if not moved:
+        db.session.rollback()
+        raise DeliveryClaimed(
+            f"This {model.__name__.lower()} was retried, or taken by a worker, at the same "
+            "moment by someone else; nothing was changed. Refresh to see where it stands.")
     record(actor, f"{model.__name__.lower()}.retry_requested", target_type=model.__name__.lower(),
            target_id=row.id, order_id=row.order_id, store_id=row.order.store_id,
            after={"attempts_so_far": row.attempts}, context=context)
     db.session.commit()
     send(model, row.id)
     return row
+
+
+def _queued_since(row, moment):
+    """Pending and handed to the workers (or written) after `moment`: on its way."""
+    return (row.status == DeliveryStatus.PENDING.value
+            and (row.dispatched_at or row.created_at) >= moment)
 
 
 def reprocess_refund(order, actor, context):
@@ -270,7 +313,12 @@ def resend_notification(order, actor, context):
         recipient=order.customer.email if order.customer else None,
         idempotency_key=f"notify-cancellation-{cancellation.id}-resend-{len(rows)}")
     db.session.add(notification)
-    db.session.flush()
+    try:
+        db.session.flush()
+    except IntegrityError:  # the same resend, written by a request that read the rows with us
+        db.session.rollback()
+        raise DeliveryClaimed(f"The cancellation notice for order {order.number} was sent again "
+                              "by someone else at the same moment; it goes out once.") from None
     record(actor, "notification.resend_requested", target_type="notification",
            target_id=notification.id, order_id=order.id, store_id=order.store_id,
            context=context)
