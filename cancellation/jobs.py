@@ -7,7 +7,8 @@ between.
 from dataclasses import replace
 from datetime import timedelta
 
-from sqlalchemy import select
+from flask import current_app
+from sqlalchemy import select, update
 
 from models import ApprovalRequest, Cancellation, Order, User, db, isoformat, utcnow
 from models.jobs import CancelJob
@@ -48,18 +49,26 @@ def submit_cancel(order_id, actor, request, context):
 
 
 def run_cancel_job(job_id):
-    """Worker side. Safe to run twice: a finished job is left alone."""
-    job = db.session.scalar(select(CancelJob).where(CancelJob.id == job_id).with_for_update()
+    """Worker side. Safe to run twice: a finished job is left alone, and of two workers given
+    the same job (a redelivery, the sweep) only the one whose claim wins runs it; the other
+    returns "nothing_to_do"."""
+    job = db.session.scalar(select(CancelJob).where(CancelJob.id == job_id)
                             .execution_options(populate_existing=True))
     if job is None or job.status != "processing":
         db.session.rollback()
         return job.status if job else "missing"
+    seen = job.attempts
+    if seen and job.created_at >= _stale_before():  # a worker is on it right now
+        db.session.rollback()
+        return "nothing_to_do"
     if maintenance.is_on(fresh=True):  # switched on since it was handed over: it waits
-        job.status = maintenance.QUEUED
-        db.session.commit()
-        return job.status
-    job.attempts += 1
-    db.session.commit()
+        return maintenance.QUEUED if _move(job_id, seen, status=maintenance.QUEUED) \
+            else "nothing_to_do"
+    # The claim: processing and `seen` attempts, compare-and-set. Without it two workers (or a
+    # worker and the maintenance release) that both read `processing` would both run the job.
+    attempt = seen + 1
+    if not _move(job_id, seen, attempts=attempt):
+        return "nothing_to_do"
     actor = db.session.get(User, job.user_id)
     context = AuditContext(request_id=job.request_id, ip=job.ip, source=job.source)
     try:
@@ -73,16 +82,30 @@ def run_cancel_job(job_id):
         job = db.session.get(CancelJob, job_id)
         done_before = _cancelled_by_this_job(job)
         if done_before is not None:  # a redelivery after the cancel committed
-            _finish(job, "completed", cancellation_id=done_before.id)
-        else:
-            _finish(job, "failed", error_code=exc.code, error_message=exc.message)
-        return job.status
-    job = db.session.get(CancelJob, job_id)
+            return _finish(job_id, attempt, "completed", cancellation_id=done_before.id)
+        return _finish(job_id, attempt, "failed", error_code=exc.code,
+                       error_message=exc.message)
     if outcome.needs_approval:
-        _finish(job, "pending_approval", approval_request_id=outcome.approval_request.id)
-    else:
-        _finish(job, "completed", cancellation_id=outcome.cancellation.id)
-    return job.status
+        return _finish(job_id, attempt, "pending_approval",
+                       approval_request_id=outcome.approval_request.id)
+    return _finish(job_id, attempt, "completed", cancellation_id=outcome.cancellation.id)
+
+
+def _stale_before():
+    """A job created before this moment, claimed and still processing, lost its worker: the
+    sweep's redelivery takes it over. (A job has no claim time; its age stands in for it, as
+    `sweep_lost_jobs` judges it.)"""
+    return utcnow() - timedelta(seconds=current_app.config["OUTBOX_STALE_SECONDS"])
+
+
+def _move(job_id, seen, **values):
+    """Compare-and-set on a processing job with `seen` attempts; whether this caller won."""
+    moved = db.session.execute(
+        update(CancelJob).where(CancelJob.id == job_id, CancelJob.status == "processing",
+                                CancelJob.attempts == seen)
+        .values(**values).execution_options(synchronize_session=False)).rowcount
+    db.session.commit()
+    return bool(moved)
 
 
 def _cancelled_by_this_job(job):
@@ -92,11 +115,11 @@ def _cancelled_by_this_job(job):
         .order_by(Cancellation.id.desc()).limit(1))
 
 
-def _finish(job, status, **fields):
-    job.status, job.finished_at = status, utcnow()
-    for name, value in fields.items():
-        setattr(job, name, value)
-    db.session.commit()
+def _finish(job_id, attempt, status, **fields):
+    """End the run this worker claimed; a run taken over meanwhile leaves the other's outcome."""
+    if _move(job_id, attempt, status=status, finished_at=utcnow(), **fields):
+        return status
+    return db.session.scalar(select(CancelJob.status).where(CancelJob.id == job_id))
 
 
 def latest_job(order):
