@@ -31,11 +31,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm.exc import StaleDataError
 
 from models import BulkJob, BulkJobItem, Setting, User, db, isoformat, utcnow
-from models.bulk import BulkItemStatus, BulkJobStatus
+from models.bulk import FINISHED_JOB_STATUSES, BulkItemStatus, BulkJobStatus
 
 from cancellation import batch, maintenance, outbox, oversight
 from cancellation.audit import AuditContext, record
-from cancellation.errors import CancelDeskError, Forbidden, InvalidState, NotFound, ValidationFailed
+from cancellation.errors import (
+    CancelDeskError, Forbidden, InvalidState, NotFound, RetryInProgress, ValidationFailed,
+)
 from cancellation.policy import can, evaluate_cancel
 from cancellation.service import (
     CancelRequest, file_approval_request, load_order_for_update, perform_full_cancel,
@@ -95,17 +97,43 @@ def submit(actor, order_ids, request, context, retry_of=None):
 
 
 def retry_failed(job, actor, context, notes=None):
-    """A new job over the orders that failed in `job` (the failed items stay as they were)."""
+    """A new job over the orders that failed in `job` (the failed items stay as they were).
+
+    Refused (409 `bulk_retry_in_progress`) while an earlier retry of `job` is still queued or
+    running: of two clicks at once, exactly one starts a retry. The check runs under the job's
+    row lock — taken by a write, the first statement of the transaction, because SQLite ignores
+    FOR UPDATE and locks the database on a transaction's first write — and the retry is written
+    in the same transaction, so the second click reads the first one's retry.
+    """
     if not job.is_finished:
         raise InvalidState("The job is still running; retry its failures when it has finished.")
+    locked = db.session.execute(
+        update(BulkJob).where(BulkJob.id == job.id, BulkJob.status.in_(FINISHED_JOB_STATUSES))
+        .values(status=BulkJob.status).execution_options(synchronize_session=False)).rowcount
+    if not locked:
+        db.session.rollback()
+        raise InvalidState("The job is still running; retry its failures when it has finished.")
+    running = db.session.scalar(select(BulkJob.id).where(
+        BulkJob.retry_of_id == job.id, BulkJob.status.in_((RUNNING, QUEUED)))
+        .order_by(BulkJob.id).limit(1))
+    if running is not None:
+        db.session.rollback()
+        raise RetryInProgress(
+            f"The failures of bulk cancellation #{job.id} are being retried by bulk "
+            f"cancellation #{running}; wait for it to finish.", details={"retry_job_id": running})
     order_ids = db.session.scalars(select(BulkJobItem.order_id).where(
         BulkJobItem.job_id == job.id, BulkJobItem.status == FAILED)
         .order_by(BulkJobItem.id)).all()
     if not order_ids:
+        db.session.rollback()
         raise InvalidState("No order failed in this job; there is nothing to retry.")
     request = CancelRequest(reason=job.reason, notes=notes or job.notes,
                             notify_customer=job.notify_customer)
-    return submit(actor, order_ids, request, context, retry_of=job)
+    try:
+        return submit(actor, order_ids, request, context, retry_of=job)
+    except Exception:
+        db.session.rollback()
+        raise
 
 
 def dispatch(job_id, item_ids=None, as_chord=True):

@@ -48,7 +48,7 @@ def get_bulk_job(job_id):
 
 @bp.post("/bulk_jobs/<int:job_id>/retry")
 @documented("Retry the failed orders of a finished bulk job (as a new job)", body=RetryBody,
-            responses={202: out.BulkAccepted}, errors=(400, 403, 404))
+            responses={202: out.BulkAccepted}, errors=(400, 403, 404, 409))
 @requires("bulk_cancel")
 def retry_bulk_job(job_id):
     body = parse_json(RetryBody, optional=True)
