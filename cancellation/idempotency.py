@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from models import db, utcnow
@@ -85,7 +85,13 @@ def begin(user_id, key, method, path, fingerprint_):
         abandoned = (existing.state == "in_progress"
                      and existing.created_at < now - ABANDONED_AFTER)
         if existing.expires_at <= now or abandoned:
-            db.session.execute(delete(IdempotencyKey).where(IdempotencyKey.id == existing.id))
+            # Deleted only if still expired or abandoned (compare-and-set): a request that
+            # completed its key since we read it keeps it, and we replay its answer.
+            db.session.execute(delete(IdempotencyKey).where(
+                IdempotencyKey.id == existing.id,
+                or_(IdempotencyKey.expires_at <= now,
+                    and_(IdempotencyKey.state == "in_progress",
+                         IdempotencyKey.created_at < now - ABANDONED_AFTER))))
             db.session.commit()
             continue
         if existing.fingerprint != fingerprint_:
@@ -99,10 +105,12 @@ def begin(user_id, key, method, path, fingerprint_):
 
 
 def complete(row_id, status, body):
-    row = db.session.get(IdempotencyKey, row_id)
-    if row is not None:
-        row.state, row.response_status, row.response_body = "completed", status, body
-        db.session.commit()
+    """Store the answer on the key this request took — unless it was taken over meanwhile."""
+    db.session.execute(update(IdempotencyKey).where(
+        IdempotencyKey.id == row_id, IdempotencyKey.state == "in_progress")
+        .values(state="completed", response_status=status, response_body=body)
+        .execution_options(synchronize_session=False))
+    db.session.commit()
 
 
 def release(row_id):
