@@ -42,10 +42,14 @@ def compute_hash(event):
 def _lock_head():
     if db.session.get_bind().dialect.name == "sqlite":
         # SQLite ignores FOR UPDATE: a write is what takes its database lock, which then
-        # serialises every appender (the busy timeout waits for it). Written before the head
-        # is read, so what is read is the head the last committed appender left.
-        db.session.execute(update(AuditChainHead).where(AuditChainHead.id == 1)
-                           .values(seq=AuditChainHead.seq))
+        # serialises every appender (the busy timeout waits for it). The head is read by that
+        # same write (RETURNING), so it is the head the last committed appender left.
+        head = db.session.scalar(
+            update(AuditChainHead).where(AuditChainHead.id == 1)
+            .values(seq=AuditChainHead.seq).returning(AuditChainHead)
+            .execution_options(populate_existing=True, synchronize_session=False))
+        if head is not None:
+            return head
     head = db.session.scalar(
         select(AuditChainHead).where(AuditChainHead.id == 1).with_for_update()
         .execution_options(populate_existing=True))
