@@ -255,3 +255,21 @@ def test_admin_signs_a_session_out(app, factory):
     assert response.status_code == 302, response.get_data(as_text=True)[:3000]
     assert not opens_dashboard(client)
     assert opens_dashboard(admin)
+
+
+@pytest.mark.filterwarnings("ignore:Yielding raw tuples:DeprecationWarning")
+def test_admins_changing_their_own_password_stay_signed_in_here_only(app, factory):
+    admin_id = factory.user("admin")
+    email = email_of(app, admin_id)
+    here, elsewhere = app.test_client(), app.test_client()
+    login(here, email)
+    login(elsewhere, email)
+    with app.app_context():
+        row = db.session.get(User, admin_id)
+        data = {"email": row.email, "name": row.name, "role": row.role, "active": "y",
+                "new_password": "my-own-new-password", "csrf_token": csrf_from(
+                    here.get("/dashboard"))}
+    response = here.post(f"/admin/users/edit/?id={admin_id}", data=data)
+    assert response.status_code == 302, response.get_data(as_text=True)[:2000]
+    assert opens_dashboard(here)
+    assert not opens_dashboard(elsewhere)

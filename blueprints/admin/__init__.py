@@ -2,14 +2,14 @@
 
 Every change made here is written to the audit trail like any other change.
 """
-from flask import abort, flash, g, redirect, request, url_for
+from flask import abort, current_app, flash, g, redirect, request, session, url_for
 from flask_admin import Admin, AdminIndexView, expose
 from flask_admin.actions import action
 from flask_admin.contrib.sqla import ModelView
 from flask_admin.form import BaseForm
 from flask_admin.menu import MenuLink
 from flask_admin.theme import Bootstrap4Theme
-from flask_login import current_user
+from flask_login import current_user, login_user
 from sqlalchemy import func, select, update
 from wtforms import PasswordField, SelectChoice, SelectField
 from wtforms.validators import Length, Optional, ValidationError
@@ -167,6 +167,22 @@ class UserView(AuditedModelView):
 
     def extra_audit(self, form, model, is_created):
         return {"password_changed": True} if form.new_password.data else {}
+
+    def after_model_change(self, form, model, is_created):
+        """A password change ends every sign-in of the account (auth_generation), this one
+        too when admins change their own: sign them in again here, as GitHub does, so that
+        only their other browsers and tokens are signed out."""
+        if is_created or model.id != current_user.id or not form.new_password.data:
+            return
+        remember = bool(session.get("_remember_seconds") or request.cookies.get(
+            current_app.config.get("REMEMBER_COOKIE_NAME", "remember_token")))
+        config = current_app.config
+        LoginSession.start(model, remember=remember, ip=request.remote_addr,
+                           user_agent=request.user_agent.string,
+                           lifetime=config["REMEMBER_COOKIE_DURATION"] if remember
+                           else config["PERMANENT_SESSION_LIFETIME"])
+        db.session.commit()
+        login_user(model, remember=remember)
 
 
 class CredentialView(AdminOnly, ModelView):
