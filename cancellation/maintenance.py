@@ -94,6 +94,12 @@ def switch(actor, on, context):
     on = bool(on)
     for attempt in (1, 2):  # the very first switch creates the row; two admins may race to
         try:
+            # The row's lock, taken by a write as the transaction's first statement: SQLite
+            # ignores FOR UPDATE and locks the database on a transaction's first write. Then of
+            # two admins switching at once, the second reads what the first switched to.
+            db.session.execute(update(Setting).where(Setting.key == SETTING)
+                               .values(key=Setting.key)
+                               .execution_options(synchronize_session=False))
             row = db.session.scalar(select(Setting).where(Setting.key == SETTING)
                                     .with_for_update()
                                     .execution_options(populate_existing=True))
