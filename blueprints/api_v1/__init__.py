@@ -170,7 +170,7 @@ def cancel_job(job_id):
 
 @bp.post("/orders/<int:order_id>/refund")
 @documented("Retry the refund of a cancelled order", body=RefundBody,
-            responses={202: out.RefundsOfOrder})
+            responses={202: out.RefundsOfOrder}, errors=(400, 401, 403, 404, 409))
 @requires("retry_delivery")
 def reprocess_refund(order_id):
     parse_json(RefundBody, optional=True)
@@ -194,7 +194,7 @@ def return_inventory():
 
 @bp.post("/notifications/customer")
 @documented("Send the cancellation notice (again)", body=CustomerNotificationBody,
-            responses={202: out.NotificationQueued})
+            responses={202: out.NotificationQueued}, errors=(400, 401, 403, 404, 409))
 @requires("retry_delivery")
 def notify_customer():
     body = parse_json(CustomerNotificationBody)
