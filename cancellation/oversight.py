@@ -23,7 +23,7 @@ from models import (
 )
 
 from cancellation.audit import SYSTEM, record
-from cancellation.errors import NotFound
+from cancellation.errors import NotFound, ValidationFailed
 from cancellation.privacy import redact
 from cancellation.reasons import label_for
 
@@ -83,10 +83,12 @@ class Period:
     def from_args(cls, args, today=None):
         """?period=7|30|90, or ?from=YYYY-MM-DD&to=YYYY-MM-DD; anything unusable falls back."""
         today = today or utcnow().date()
-        start, end = _date(args.get("from")), _date(args.get("to"))
+        start, end = query_date(args.get("from")), query_date(args.get("to"))
         if args.get("period") == "custom" or (start or end) and args.get("period") is None:
-            end = min(end or today, today)
-            start = start or end - timedelta(days=29)
+            # Not after today, and late enough that a year before it is still a date.
+            earliest = date.min + timedelta(days=MAX_CUSTOM_DAYS)
+            end = max(min(end or today, today), earliest)
+            start = max(min(start or end - timedelta(days=29), today), earliest)
             if start > end:
                 start, end = end, start
             start = max(start, end - timedelta(days=MAX_CUSTOM_DAYS - 1))
@@ -95,11 +97,38 @@ class Period:
         return cls(today - timedelta(days=PERIODS[key] - 1), today, key)
 
 
-def _date(value):
+# --- query strings: what cannot be used is ignored, so a bookmark never errors ---------------
+
+ID_MAX = 2**31 - 1  # the largest id an id column holds (PostgreSQL integer)
+
+
+def query_int(value, maximum=ID_MAX):
+    """A whole number from 0 to `maximum` (a row id by default), or None."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return None
+    return number if 0 <= number <= maximum else None
+
+
+def query_date(value):
+    """A YYYY-MM-DD date, or None."""
     try:
         return date.fromisoformat(value) if value else None
     except (TypeError, ValueError):
         return None
+
+
+def query_text(value, limit):
+    """Stripped text cut to `limit` characters, or None when blank — or when it holds NUL,
+    which no text column can hold (PostgreSQL refuses it in a query), so it matches nothing."""
+    text = (value or "").strip()[:limit]
+    return text if text and "\x00" not in text else None
+
+
+def first_moment_after(day):
+    """Midnight (UTC, naive) ending `day`; None after the last day a date can hold."""
+    return None if day >= date.max else datetime.combine(day + timedelta(days=1), time.min)
 
 
 @dataclass
@@ -385,6 +414,16 @@ def store_day_bounds(store, day):
     return start.replace(tzinfo=None), end.replace(tzinfo=None)
 
 
+def compliance_day(value):
+    """The business day asked for; a day whose bounds in any time zone are still dates."""
+    day = query_date(value)
+    if day is None or not date.min < day < date.max:
+        raise ValidationFailed("Choose the business day to report on (YYYY-MM-DD), between "
+                               f"{date.min + timedelta(days=1)} and "
+                               f"{date.max - timedelta(days=1)}.")
+    return day
+
+
 def compliance_store(user, store_id):
     """The store if the user may report on it; 404 otherwise (another store is not revealed)."""
     store = db.session.get(Store, store_id) if store_id is not None else None
@@ -444,14 +483,14 @@ class AuditFilters:
     @classmethod
     def from_args(cls, args, visible_store_ids):
         """Whatever cannot be parsed or is not allowed is ignored, so a bookmark never errors."""
-        store_id = _int(args.get("store"))
+        store_id = query_int(args.get("store"))
         if visible_store_ids is not None and store_id not in visible_store_ids:
             store_id = None
-        return cls(actor=(args.get("actor") or "").strip()[:254] or None,
-                   action=(args.get("action") or "").strip()[:64] or None,
-                   store_id=store_id, order=(args.get("order") or "").strip()[:64] or None,
-                   date_from=_date(args.get("from")), date_to=_date(args.get("to")),
-                   page=min(max(_int(args.get("page")) or 1, 1), 1_000_000))
+        return cls(actor=query_text(args.get("actor"), 254),
+                   action=query_text(args.get("action"), 64),
+                   store_id=store_id, order=query_text(args.get("order"), 64),
+                   date_from=query_date(args.get("from")), date_to=query_date(args.get("to")),
+                   page=max(query_int(args.get("page"), 1_000_000) or 1, 1))
 
     @property
     def active(self):
@@ -466,13 +505,6 @@ class AuditFilters:
                 "page": self.page if self.page > 1 else None}
         args.update(changes)
         return {k: v for k, v in args.items() if v not in (None, "")}
-
-
-def _int(value):
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def audit_query(user, filters):
@@ -495,14 +527,15 @@ def audit_query(user, filters):
     if filters.order:
         order_ids = db.session.scalars(select(Order.id).where(
             func.upper(Order.number) == filters.order.upper())).all()
-        if filters.order.isdigit():
-            order_ids.append(int(filters.order))
+        order_id = query_int(filters.order)
+        if order_id is not None:  # the order's id, when it can be one
+            order_ids.append(order_id)
         query = query.where(AuditEvent.order_id.in_(order_ids or [-1]))
     if filters.date_from:
         query = query.where(AuditEvent.created_at >= datetime.combine(filters.date_from, time.min))
-    if filters.date_to:
-        query = query.where(AuditEvent.created_at < datetime.combine(
-            filters.date_to + timedelta(days=1), time.min))
+    until = first_moment_after(filters.date_to) if filters.date_to else None
+    if until:
+        query = query.where(AuditEvent.created_at < until)
     return query
 
 

@@ -4,8 +4,6 @@ and the per-store, per-day compliance report of voided sales.
 Read-only by design: audit events are append-only, so nothing here (or anywhere) edits or
 deletes one. Store managers see the events of their stores only.
 """
-from datetime import date
-
 from flask import (
     Blueprint, Response, current_app, render_template, request, stream_with_context, url_for,
 )
@@ -13,7 +11,6 @@ from flask_login import current_user
 from sqlalchemy import func, select
 
 from cancellation import oversight, verify_chain
-from cancellation.errors import ValidationFailed
 from models import AuditEvent, Order, db, utcnow
 
 from blueprints.auth.permissions import permission, requires
@@ -98,11 +95,9 @@ def verify():
 @requires("view_audit")
 def compliance():
     """Voided sales of one store on one business day (store time), for track-and-trace."""
-    store = oversight.compliance_store(current_user, request.args.get("store", type=int))
-    try:
-        day = date.fromisoformat(request.args.get("date", ""))
-    except ValueError:
-        raise ValidationFailed("Choose the business day to report on (YYYY-MM-DD).")
+    store = oversight.compliance_store(current_user,
+                                       oversight.query_int(request.args.get("store")))
+    day = oversight.compliance_day(request.args.get("date"))
     rows = oversight.compliance_rows(store, day)
     slug = "".join(c if c.isalnum() else "-" for c in store.name.lower()).strip("-")
     return _csv(oversight.csv_stream(oversight.COMPLIANCE_HEADER, rows),

@@ -3,7 +3,7 @@
 Thin on purpose: parse the request, check the capability, call the domain (cancellation.*),
 flash what happened and render. No rule of cancelling is decided here.
 """
-from datetime import datetime, time, timedelta
+from datetime import datetime, time
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
@@ -17,6 +17,7 @@ from cancellation import (
     cancel_order, get_visible_order, return_unreturned_stock, visible_orders,
 )
 from cancellation import maintenance, outbox
+from cancellation.oversight import first_moment_after
 from cancellation.policy import cancel_offer_and_why
 from cancellation.privacy import mask_contact, mask_email, mask_phone, redact
 from cancellation.reasons import CancellationReason, label_for
@@ -140,9 +141,9 @@ def matching_orders(filters):
     query = filtered_orders(visible_orders(select(Order), current_user), filters)
     if filters.date_from:
         query = query.where(Order.placed_at >= datetime.combine(filters.date_from, time.min))
-    if filters.date_to:
-        query = query.where(Order.placed_at < datetime.combine(filters.date_to, time.min)
-                            + timedelta(days=1))
+    until = first_moment_after(filters.date_to) if filters.date_to else None
+    if until:
+        query = query.where(Order.placed_at < until)
     return query
 
 

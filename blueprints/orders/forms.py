@@ -10,6 +10,7 @@ from wtforms import (
 from wtforms.validators import InputRequired, Length, Optional
 from wtforms.widgets import HiddenInput
 
+from cancellation.oversight import query_date, query_int, query_text
 from cancellation.reasons import REQUEST_CHANNELS, CancellationReason
 from models.order import OrderStatus
 
@@ -110,16 +111,15 @@ class ListFilters:
     @classmethod
     def from_args(cls, args, visible_store_ids):
         """Ignore what cannot be parsed or is not allowed, so a bookmark never errors out."""
-        q = (args.get("q") or "").strip()[:100] or None
         status = args.get("status") or None
         if status not in {s.value for s in OrderStatus}:
             status = None
-        store_id = _int(args.get("store"))
+        store_id = query_int(args.get("store"))
         if store_id not in visible_store_ids:
             store_id = None
-        page = max(_int(args.get("page")) or 1, 1)
-        return cls(q=q, status=status, store_id=store_id, date_from=_date(args.get("from")),
-                   date_to=_date(args.get("to")), page=min(page, 100000))
+        return cls(q=query_text(args.get("q"), 100), status=status, store_id=store_id,
+                   date_from=query_date(args.get("from")), date_to=query_date(args.get("to")),
+                   page=max(query_int(args.get("page"), 100000) or 1, 1))
 
     @property
     def active(self):
@@ -134,16 +134,3 @@ class ListFilters:
         args.update(changes)
         return {k: v for k, v in args.items() if v not in (None, "")}
 
-
-def _int(value):
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _date(value):
-    try:
-        return date.fromisoformat(value) if value else None
-    except ValueError:
-        return None
