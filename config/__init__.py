@@ -56,6 +56,8 @@ class Base:
     # How long a browser stays a known device of the accounts that signed in on it.
     DEVICE_COOKIE_DAYS = 180
     WTF_CSRF_TIME_LIMIT = None
+    # The largest request body any route reads, chunked or not (bytes): past it, 413.
+    MAX_CONTENT_LENGTH = 1024 * 1024
     FLASK_ADMIN_SWATCH = "default"
     ORDERS_PER_PAGE = 25
     # A partial cancellation of more lines than this runs in a worker (a CancelJob, 202).
@@ -123,6 +125,8 @@ class Base:
                 settings[key] = float(os.environ[key])
         if os.environ.get("PUBLIC_BASE_URL"):
             settings["PUBLIC_BASE_URL"] = os.environ["PUBLIC_BASE_URL"]
+        if os.environ.get("MAX_CONTENT_LENGTH"):
+            settings["MAX_CONTENT_LENGTH"] = int(os.environ["MAX_CONTENT_LENGTH"])
         if os.environ.get("API_V2_RATE_LIMIT"):
             settings["API_V2_RATE_LIMIT"] = os.environ["API_V2_RATE_LIMIT"]
         for key in ("LOG_FORMAT", "LOG_LEVEL", "SENTRY_DSN", "STRICT_TRANSPORT_SECURITY"):

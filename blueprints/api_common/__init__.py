@@ -1,9 +1,11 @@
 """What every JSON API blueprint shares: token auth, body parsing, errors, the token endpoint."""
 from datetime import timedelta
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, render_template, request
 from flask_login import current_user
 from pydantic import BaseModel, ValidationError
+from werkzeug.datastructures import ImmutableMultiDict
+from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge
 
 from cancellation import AuditContext
 from cancellation.audit import record
@@ -13,10 +15,9 @@ from blueprints.api_common import responses as out
 from blueprints.api_common.openapi import documented
 from blueprints.api_common.schemas import TokenRequest
 from blueprints.auth import MESSAGES, api_error, check_credentials
+from blueprints.auth.permissions import is_api_request
 
 bp = Blueprint("api", __name__, url_prefix="/api")
-
-MAX_BODY_BYTES = 256 * 1024
 
 
 class BadBody(Exception):
@@ -30,6 +31,41 @@ def _bad_body(exc):
     return error_response(exc)
 
 
+@bp.app_errorhandler(RequestEntityTooLarge)
+def _body_too_large(exc):
+    """413 for a body over MAX_CONTENT_LENGTH, as JSON for the API and as the error page for the
+    panel. The body stays unread: the page's own forms (sign out) would otherwise ask for it
+    again and fail a second time, inside the error handler — a 500."""
+    request.form = ImmutableMultiDict()
+    request.files = ImmutableMultiDict()
+    if is_api_request():
+        return api_error(413, *MESSAGES[413])
+    return render_template("errors/error.html", status=413, title=exc.name,
+                           message=exc.description), 413
+
+
+def read_body():
+    """The request body, read once. Over MAX_CONTENT_LENGTH it is a 413: Werkzeug refuses a
+    Content-Length past it up front, but a chunked body carries none — it reads to the limit
+    and stops, and a body cut short there must not be taken for the whole of it."""
+    raw = request.get_data(cache=True)
+    limit = request.max_content_length
+    if limit is not None and request.content_length is None and len(raw) >= limit:
+        raise RequestEntityTooLarge()
+    return raw
+
+
+@bp.after_app_request
+def _allow_on_405(response):
+    """A 405 names the methods the URL does accept (RFC 9110): the error pages are built
+    afresh, without the Allow header routing put on the exception."""
+    refused = request.routing_exception
+    if response.status_code == 405 and isinstance(refused, MethodNotAllowed) \
+            and refused.valid_methods and "Allow" not in response.headers:
+        response.headers["Allow"] = ", ".join(refused.valid_methods)
+    return response
+
+
 def error_response(exc):
     """The JSON answer for a bad body or a domain error (also stored by idempotent routes)."""
     if isinstance(exc, BadBody):
@@ -39,10 +75,9 @@ def error_response(exc):
 
 
 def parse_json(schema, *, optional=False):
-    """Validate the request body against a pydantic schema; any problem is a 400, never a 500."""
-    if request.content_length and request.content_length > MAX_BODY_BYTES:
-        raise BadBody("The request body is too large.")
-    raw = request.get_data(cache=True)
+    """Validate the request body against a pydantic schema; any problem is a 400, never a 500.
+    A body over MAX_CONTENT_LENGTH (chunked or not) is a 413."""
+    raw = read_body()
     if not raw.strip():
         if optional:
             return schema()
@@ -169,5 +204,5 @@ def revoke_token():
     return "", 204
 
 
-__all__ = ["bp", "parse_json", "parse_query", "require_token_user", "audit_context", "BaseModel",
-           "api_error"]
+__all__ = ["bp", "parse_json", "parse_query", "read_body", "require_token_user", "audit_context",
+           "BaseModel", "api_error"]

@@ -19,7 +19,8 @@ from models import AuditEvent, Notification, Order, Refund, User, db, isoformat,
 from blueprints.api_common import responses as out
 from blueprints.api_common.openapi import documented
 from blueprints.api_common import (
-    BadBody, audit_context, error_response, parse_json, parse_query, require_token_user,
+    BadBody, audit_context, error_response, parse_json, parse_query, read_body,
+    require_token_user,
 )
 from blueprints.api_common.schemas import Reason, ReinstateBody, V2CancelBody
 from blueprints.api_common.serializers import notification_dict, refund_dict
@@ -42,7 +43,11 @@ def idempotent(view):
     @wraps(view)
     def wrapped(*args, **kwargs):
         key = idempotency.check_key(request.headers.get("X-Idempotency-Key"))
-        print_ = idempotency.fingerprint(request.method, request.path, request.get_data())
+        try:
+            print_ = idempotency.fingerprint(request.method, request.path, read_body())
+        except RecursionError:  # nested deeper than the JSON parser goes: refused, key unused
+            return error_response(BadBody("The body is not valid JSON: it is nested too "
+                                          "deeply."))
         taken = idempotency.begin(current_user.id, key, request.method, request.path, print_)
         if isinstance(taken, idempotency.Replay):
             response = make_response(jsonify(taken.body), taken.status)
