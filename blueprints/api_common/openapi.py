@@ -49,10 +49,14 @@ def _query_parameters(model, components):
     return params
 
 
+# The load balancers' and monitors' routes, documented beside the API.
+HEALTH_PATHS = ("/livez", "/readyz", "/healthz")
+
+
 def build_document(app):
     operations, models = [], {}
     for rule in app.url_map.iter_rules():
-        if not rule.rule.startswith("/api/") and rule.rule != "/healthz":
+        if not rule.rule.startswith("/api/") and rule.rule not in HEALTH_PATHS:
             continue
         view = app.view_functions[rule.endpoint]
         meta = getattr(view, "openapi", None)
