@@ -6,16 +6,36 @@ of its processes (the main one and every pool process), so the web-only parts (b
 Flask-Admin, Flask-Limiter, Flask-Migrate with Alembic, Flask-WTF with WTForms) are imported
 inside create_app only.
 """
-import logging
+import os
+import re
 import uuid
 
 import redis
 from flask import Flask, g, request
 from sqlalchemy import event
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
 import config
+from config.logging import configure_logging, init_sentry
 from models import db
+
+# What a client may choose as its X-Request-ID: it is echoed in headers, written to the audit
+# log and to log lines, and may end up in a spreadsheet; anything else gets a generated id.
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+# No inline script or style anywhere in our templates (data for scripts travels in
+# <script type="application/json"> blocks, which are never executed), so none is allowed.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'self'; "
+    "form-action 'self'; frame-ancestors 'self'")
+# Flask-Admin's own templates put inline event handlers (onclick="return confirm(...)") and
+# inline scripts on its pages: under its prefix, and only there, inline script is allowed
+# (admins only; its pages need no inline style: tests/test_browser_csp.py).
+ADMIN_CONTENT_SECURITY_POLICY = CONTENT_SECURITY_POLICY.replace(
+    "script-src 'self'", "script-src 'self' 'unsafe-inline'")
+ADMIN_PREFIX = "/admin"
 
 
 def create_app(overrides=None, env=None):
@@ -27,6 +47,13 @@ def create_app(overrides=None, env=None):
     Migrate(app, db, directory=str(config.ROOT / "migrations"), render_as_batch=True)
     # One per app, found as app.extensions["csrf"]: its list of exempt blueprints is this app's.
     CSRFProtect(app)
+
+    # Behind N proxies the client's address, scheme and host are in their X-Forwarded-* headers;
+    # with none trusted those headers are ignored (anyone could send them).
+    proxies = int(app.config.get("TRUSTED_PROXIES") or 0)
+    if proxies > 0:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies,
+                                x_prefix=proxies)
 
     # Before any route is added: every <int:...> in a URL is a database id.
     app.url_map.converters["int"] = DatabaseId
@@ -41,6 +68,7 @@ def create_app(overrides=None, env=None):
     init_admin(app)
 
     _request_ids(app)
+    _security_headers(app)
     return app
 
 
@@ -63,7 +91,10 @@ def _create_core_app(overrides, env):
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         config.INSTANCE.mkdir(parents=True, exist_ok=True)
         app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"connect_args": {"timeout": 30}}
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(app.config.get("LOG_FORMAT", "text"), app.config.get("LOG_LEVEL", "INFO"))
+    if app.config.get("SENTRY_DSN"):
+        init_sentry(app.config["SENTRY_DSN"],
+                    environment=env or os.environ.get("CANCEL_DESK_ENV", "development"))
 
     db.init_app(app)
     app.extensions["redis"] = redis.Redis.from_url(app.config["REDIS_URL"],
@@ -103,12 +134,30 @@ def _request_ids(app):
     @app.before_request
     def _assign_request_id():
         incoming = request.headers.get("X-Request-ID", "")
-        g.request_id = incoming[:64] if incoming.isprintable() and incoming else uuid.uuid4().hex
+        g.request_id = incoming if REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
 
     @app.after_request
     def _echo_request_id(response):
         response.headers["X-Request-ID"] = g.get("request_id", "")
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
+        return response
+
+
+def _security_headers(app):
+    hsts = app.config.get("STRICT_TRANSPORT_SECURITY")
+
+    @app.after_request
+    def _add_security_headers(response):
+        headers = response.headers
+        headers.setdefault("X-Content-Type-Options", "nosniff")
+        headers.setdefault("X-Frame-Options", "SAMEORIGIN")
+        headers.setdefault("Referrer-Policy", "same-origin")
+        in_admin = request.path == ADMIN_PREFIX or request.path.startswith(ADMIN_PREFIX + "/")
+        headers.setdefault("Content-Security-Policy",
+                           ADMIN_CONTENT_SECURITY_POLICY if in_admin else CONTENT_SECURITY_POLICY)
+        # Pages and API answers carry customer data: no browser or proxy keeps a copy. Static
+        # assets (every blueprint's "static" endpoint) may be cached.
+        if not (request.endpoint or "").endswith("static"):
+            headers["Cache-Control"] = "no-store"
+        if hsts:
+            headers.setdefault("Strict-Transport-Security", hsts)
         return response

@@ -144,6 +144,9 @@
   });
 
   document.addEventListener("DOMContentLoaded", function () {
+    // Widths computed by the server (progress bars) come as data-width: the Content-Security-
+    // Policy allows no style="..." attribute, but a style set from a script is allowed.
+    $all(document, "[data-width]").forEach(function (el) { el.style.width = el.dataset.width + "%"; });
     $all(document, ".js-cancel-form").forEach(setupCancelForm);
     var modal = document.getElementById("cancel-order-modal");
     if (modal) {
