@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from conftest import bearer, cancel, csrf_from, login, v2_headers, wait_for
 from helpers import answer, chain_ok, count, in_app, race
 
-from cancellation import CancelRequest, verify_chain
+from cancellation import CancelRequest
 from models import (
     AuditEvent, BulkJob, BulkJobItem, Cancellation, CancelJob, IdempotencyKey, Order, Refund,
     Setting, User, db, utcnow,
