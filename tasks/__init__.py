@@ -1,4 +1,6 @@
 """Celery wired to the Flask app: every task runs inside an app context."""
+import logging
+
 from flask import has_app_context
 
 DELIVERY_QUEUE = "cancel_desk.deliveries"
@@ -8,7 +10,7 @@ def celery_init_app(app):
     # Imported here, not at the top: `python -m tasks` (tasks/__main__.py) imports this package
     # first and chooses what Celery's imports may load before they run.
     from celery import Celery, Task
-    from celery.signals import worker_ready
+    from celery.signals import setup_logging, task_failure, worker_ready
     from kombu import Queue
 
     class FlaskTask(Task):
@@ -42,6 +44,12 @@ def celery_init_app(app):
         result_backend_always_retry=True,
         task_default_queue="cancel_desk",
         worker_hijack_root_logger=False,
+        # A bulk batch (BULK_BATCH_SIZE orders) is the longest task; see config.Base.
+        task_soft_time_limit=app.config["TASK_SOFT_TIME_LIMIT"],
+        task_time_limit=app.config["TASK_TIME_LIMIT"],
+        # Task events, for a monitor such as Flower (`celery -A tasks.worker flower`).
+        worker_send_task_events=True,
+        task_send_sent_event=True,
         beat_schedule={
             "sweep-outbox": {"task": "cancel_desk.sweep_outbox",
                              "schedule": app.config["OUTBOX_SWEEP_INTERVAL"]},
@@ -64,6 +72,8 @@ def celery_init_app(app):
     celery.set_default()
     app.extensions["celery"] = celery
     worker_ready.connect(_sweep_at_start)  # once: a receiver connected twice is kept once
+    setup_logging.connect(_keep_our_logging)
+    task_failure.connect(_log_task_failure)
     import tasks.cancel  # noqa: F401  (registers the tasks)
     import tasks.delivery  # noqa: F401
     import tasks.approvals  # noqa: F401
@@ -78,3 +88,21 @@ def _sweep_at_start(sender, **_kwargs):
     sender.app.send_task("cancel_desk.sweep_cancel_jobs")
     sender.app.send_task("cancel_desk.bulk_watchdog")
     sender.app.send_task("cancel_desk.release_queued")
+
+
+def _keep_our_logging(loglevel=None, **_kwargs):
+    """A worker logs through the handler the app's factory installed (config/logging.py): with
+    a receiver on this signal Celery adds none of its own. --loglevel still sets the level."""
+    if loglevel:
+        logging.getLogger().setLevel(loglevel)
+
+
+def _log_task_failure(sender=None, task_id=None, exception=None, args=None, kwargs=None,
+                      einfo=None, **_extra):
+    """One line per failed task: its name, id, arguments (ids, never rows) and the exception."""
+    name = getattr(sender, "name", sender)
+    failure = (type(exception), exception, exception.__traceback__) if exception else None
+    logging.getLogger("tasks").error(
+        "task %s[%s] failed: %s: %s (args=%r kwargs=%r)", name, task_id,
+        type(exception).__name__, exception, args, kwargs, exc_info=failure,
+        extra={"task_id": task_id, "task_name": name})

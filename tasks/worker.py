@@ -1,5 +1,9 @@
 """The worker's Celery app (`python -m tasks`, `celery -A tasks.worker ...`), built once."""
-from app import create_worker_app
+import config
+
+config.load_env_files()  # before the app reads its settings; the environment still wins
+
+from app import create_worker_app  # noqa: E402
 
 flask_app = create_worker_app()
 celery = flask_app.extensions["celery"]

@@ -83,15 +83,13 @@ def _alive(pid):
 
 
 def gunicorn_argv(port):
-    argv = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-            "--threads", "4", "--access-logfile", "-"]
-    from gunicorn.config import KNOWN_SETTINGS
-
-    # Recent gunicorn opens a control socket at one per-user path: a second instance (tests, a
-    # second checkout) would fight over it, and nothing here uses it.
-    if any(setting.name == "control_socket_disable" for setting in KNOWN_SETTINGS):
-        argv.append("--no-control-socket")
-    return argv + ["app:create_app()"]
+    """gunicorn with the repository's gunicorn.conf.py, as in production, but listening on
+    127.0.0.1 only and sized for a laptop (WEB_CONCURRENCY and GUNICORN_THREADS still apply)."""
+    return [sys.executable, "-m", "gunicorn", "-c", str(config.ROOT / "gunicorn.conf.py"),
+            "--bind", f"127.0.0.1:{port}",
+            "--workers", os.environ.get("WEB_CONCURRENCY") or "2",
+            "--threads", os.environ.get("GUNICORN_THREADS") or "4",
+            "app:create_app()"]
 
 
 def prepare_database():
