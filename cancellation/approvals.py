@@ -309,8 +309,9 @@ def withdraw(approval_id, requester, comment, context):
                         code="not_requester")
     try:
         approval = _lock(approval_id)
-        failure = _closed(approval)
+        failure = _closed(approval) or _lapsed(approval)
         if failure is not None:
+            db.session.commit()  # what the failure recorded (expired)
             raise failure
         before = {"status": approval.status}
         if not _move(approval, "withdrawn", decided_at=utcnow(), comment=comment,

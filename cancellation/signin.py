@@ -6,17 +6,20 @@ concurrent guesses can never check more passwords than the limits allow: an atte
 
 Three layers, after OWASP's "Slow Down Online Guessing Attacks with Device Cookies":
 
-- **source** — one account from one address: after `free` failures each further attempt waits
-  twice as long as the one before (1 s, 2 s, 4 s, … up to `max_delay`);
+- **source** — one account from one address (or from one known device): after `free` failures
+  each further attempt waits twice as long as the one before (1 s, 2 s, 4 s, … up to
+  `max_delay`);
 - **unrecognised clients** — failures on one account from browsers that have never signed in to
   it, and failures from one address, each lock *unrecognised* clients out for the window;
 - **known devices** — a browser that signed in to the account before carries a signed device
   cookie: the account's and the address's lockouts do not apply to it (so strangers guessing
   can never lock the real user out of their own till), but its own failures are counted and
   lock that device alone.
+
+A success clears its source's delay and takes back only its own attempt's counts: the real user
+signing in does not reset the account's count of strangers' failures.
 """
 import hashlib
-import time
 from dataclasses import dataclass
 
 SCOPES_MESSAGE = {
@@ -26,9 +29,12 @@ SCOPES_MESSAGE = {
 }
 
 # KEYS: source count, source next-allowed (ms), account count, address count, device count.
-# ARGV: now (ms), window (s), free, max delay (ms), account, address and device limits, trusted.
+# ARGV: (unused), window (s), free, max delay (ms), account, address and device limits, trusted.
+# The clock is Redis's, the same for every web process.
 _ATTEMPT = """
-local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local window = tonumber(ARGV[2])
 local trusted = ARGV[8] == '1'
 local function count(key) return tonumber(redis.call('GET', key) or '0') end
 local function ttl(key)
@@ -66,12 +72,21 @@ end
 return result
 """
 
-# A success takes back what its attempt counted. KEYS as above; ARGV[1]: trusted.
+# A success clears its source's delay and takes back what its own attempt counted — no more:
+# the real user signing in must not hand an attacker a fresh set of guesses at the account.
+# KEYS as above; ARGV[1]: trusted.
 _SUCCEEDED = """
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-if ARGV[1] == '1' then redis.call('DEL', KEYS[5]) end
-if ARGV[1] ~= '1' and redis.call('EXISTS', KEYS[4]) == 1 then
-  if redis.call('DECR', KEYS[4]) <= 0 then redis.call('DEL', KEYS[4]) end
+local function take_back(key)
+  if redis.call('EXISTS', key) == 1 and redis.call('DECR', key) <= 0 then
+    redis.call('DEL', key)
+  end
+end
+redis.call('DEL', KEYS[1], KEYS[2])
+if ARGV[1] == '1' then
+  redis.call('DEL', KEYS[5])
+else
+  take_back(KEYS[3])
+  take_back(KEYS[4])
 end
 return 1
 """
@@ -125,7 +140,9 @@ class SignInThrottle:
 
     def _keys(self, email, address, device):
         account, where = self._digest(email), address or "unknown"
-        return (f"signin:source:{account}:{where}", f"signin:source-next:{account}:{where}",
+        # A known device is its own source: guesses by others at its address never delay it.
+        source = f"{account}:device-{device}" if device else f"{account}:{where}"
+        return (f"signin:source:{source}", f"signin:source-next:{source}",
                 f"signin:account:{account}", f"signin:address:{where}",
                 f"signin:device:{account}:{device or '-'}")
 
@@ -135,7 +152,7 @@ class SignInThrottle:
         `device`: the known-device id the client proved for this account, else None."""
         keys = self._keys(email, address, device)
         answer = self.redis.eval(
-            _ATTEMPT, len(keys), *keys, int(time.time() * 1000), self.window, self.free,
+            _ATTEMPT, len(keys), *keys, 0, self.window, self.free,
             self.max_delay_ms, self.limits["account"], self.limits["address"],
             self.limits["device"], "1" if device else "0")
         verdict = answer[0].decode() if isinstance(answer[0], bytes) else answer[0]

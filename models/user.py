@@ -226,7 +226,7 @@ class LoginSession(db.Model):
         now = utcnow()
         db.session.add(cls(user=user, token_hash=hash_token(plain),
                            generation=user.auth_generation or 0, remember=remember,
-                           created_at=now, expires_at=now + lifetime, ip=ip,
+                           created_at=now, expires_at=now + lifetime, ip=(ip or "")[:64] or None,
                            user_agent=(user_agent or "")[:200] or None))
         user.login_token = plain
         return plain
@@ -271,4 +271,6 @@ def _end_credentials(session, _flush_context, _instances):
             continue
         state = inspect(obj)
         if any(state.attrs[name].history.has_changes() for name in CREDENTIAL_ATTRIBUTES):
-            obj.auth_generation = (obj.auth_generation or 0) + 1
+            # In SQL (SET auth_generation = auth_generation + 1), not from the value read
+            # earlier: two changes at once must move it twice.
+            obj.auth_generation = User.auth_generation + 1

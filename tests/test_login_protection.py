@@ -133,20 +133,46 @@ def test_guesses_from_one_place_wait_twice_as_long_each_time(app, factory, brows
     assert attempt(client, email, "right-password-4").status_code == 302
 
 
-def test_a_success_resets_the_account_counter(app, factory, browser_from):
-    user = factory.user("store_manager", stores=[factory.store()], password="right-password-2")
-    email = email_of(app, user)
+def test_the_real_users_sign_in_does_not_hand_strangers_more_guesses(
+        app, factory, browser_from):
+    """A success takes back its own attempt only: strangers' failures on the account still
+    count, so the user signing in again and again buys an attacker no fresh guesses."""
+    user, email, own_till = known_device(app, factory, browser_from, "right-password-2")
     for _ in range(4):
         stranger, _ = browser_from()
         assert attempt(stranger, email, "nope-nope-nope").status_code == 401
-    client, _ = browser_from()
-    assert attempt(client, email, "right-password-2").status_code == 302
-    client.post("/logout", data={"csrf_token": csrf_from(client.get("/dashboard"))})
-    for _ in range(4):  # four more would have been nine without the reset
+    assert attempt(own_till, email, "right-password-2").status_code == 302
+    own_till.post("/logout", data={"csrf_token": csrf_from(own_till.get("/dashboard"))})
+    stranger, _ = browser_from()
+    assert attempt(stranger, email, "nope-nope-nope").status_code == 401  # the fifth
+    newcomer, _ = browser_from()
+    assert attempt(newcomer, email, "right-password-2").status_code == 429
+    assert attempt(own_till, email, "right-password-2").status_code == 302
+
+
+def test_guesses_at_the_users_address_never_delay_their_known_device(
+        app, factory, browser_from):
+    _user, email, own_till = known_device(app, factory, browser_from, "right-password-5")
+    neighbour = app.test_client()  # same shop router, same address
+    neighbour.environ_base["REMOTE_ADDR"] = own_till.environ_base["REMOTE_ADDR"]
+    for _ in range(4):
+        neighbour.post("/api/auth/token", json={"email": email, "password": "guess-guess"})
+    assert attempt(neighbour, email, "right-password-5").status_code == 429  # delayed
+    assert attempt(own_till, email, "right-password-5").status_code == 302
+
+
+def test_a_password_reset_makes_every_device_a_stranger_again(app, factory, browser_from):
+    from models import User, db
+
+    user, email, own_till = known_device(app, factory, browser_from, "right-password-6")
+    with app.app_context():
+        db.session.get(User, user).set_password("reset-password-6")
+        db.session.commit()
+    for _ in range(5):
         stranger, _ = browser_from()
         assert attempt(stranger, email, "nope-nope-nope").status_code == 401
-    newcomer, _ = browser_from()
-    assert attempt(newcomer, email, "right-password-2").status_code == 302
+    # The browser that knew the old password is no longer a known device.
+    assert attempt(own_till, email, "reset-password-6").status_code == 429
 
 
 def test_twenty_failures_from_one_address_pause_unrecognised_devices_there(

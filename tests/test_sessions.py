@@ -273,3 +273,38 @@ def test_admins_changing_their_own_password_stay_signed_in_here_only(app, factor
     assert response.status_code == 302, response.get_data(as_text=True)[:2000]
     assert opens_dashboard(here)
     assert not opens_dashboard(elsewhere)
+
+
+def test_the_api_ignores_the_remember_cookie(app, factory):
+    """The API is CSRF-exempt because only bearer tokens sign it in: a browser's remember
+    cookie opens nothing there, and never wins over the token that is sent."""
+    user, _client, set_cookies = signed_in(app, factory, remember=True)
+    remember = cookie_named(set_cookies, "remember_token")[0].value
+    browser = browser_with(app, remember_token=remember)
+    response = browser.get("/api/v1/orders")
+    assert response.status_code == 401
+    admin = factory.user("admin")
+    response = browser.get(f"/api/v2/users/{admin}/roles",
+                           headers=bearer(factory.token(admin)))
+    assert response.status_code == 200 and response.json["roles"] == ["admin"]
+
+
+@pytest.mark.parametrize("value", ["abc|\u00e9\u00e9", "\u00e9", "1|" + "x" * 4000, "|", "\x7f"])
+def test_a_planted_remember_cookie_is_no_sign_in_and_no_error(app, value):
+    browser = browser_with(app, remember_token=value)
+    assert browser.get("/login").status_code == 200
+    assert browser.get("/dashboard").status_code == 302
+    assert browser.get("/api/v1/orders").status_code == 401
+
+
+def test_a_credential_change_moves_the_generation_once_per_change(app, factory):
+    user = factory.user("fulfillment")
+    with app.app_context():
+        before = db.session.get(User, user).auth_generation
+    with app.app_context():
+        row = db.session.get(User, user)
+        row.set_password("first-new-password")
+        db.session.commit()
+        row.role = "customer_service"
+        db.session.commit()
+        assert db.session.get(User, user).auth_generation == before + 2

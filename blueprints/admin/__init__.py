@@ -197,6 +197,7 @@ class CredentialView(AdminOnly, ModelView):
     end_action = None  # "auth.token_revoked" or "auth.session_ended"
 
     def _end(self, ids, end_one):
+        ids = [int(i) for i in ids if str(i).isdigit() and int(i) < 2**31][:1000]
         ended = 0
         for row in db.session.scalars(select(self.model).where(self.model.id.in_(ids))):
             if end_one(row):
@@ -220,7 +221,7 @@ class ApiTokenView(CredentialView):
     @action("revoke", "Revoke", "Revoke the selected tokens? Clients using them get 401 at "
             "once.")
     def action_revoke(self, ids):
-        ended = self._end([int(i) for i in ids], lambda row: row.revoke())
+        ended = self._end(ids, lambda row: row.revoke())
         flash(f"{ended} token{'s' if ended != 1 else ''} revoked.", "success")
 
 
@@ -243,7 +244,7 @@ class LoginSessionView(CredentialView):
                                            LoginSession.ended_at.is_(None))
                 .values(ended_at=now)).rowcount == 1
 
-        ended = self._end([int(i) for i in ids], end)
+        ended = self._end(ids, end)
         flash(f"{ended} session{'s' if ended != 1 else ''} signed out.", "success")
 
 

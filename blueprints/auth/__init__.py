@@ -10,6 +10,7 @@ from flask import (
 )
 from flask.sessions import SecureCookieSessionInterface
 from flask_login import LoginManager, current_user, login_required, login_user, logout_user
+from flask_login.signals import user_accessed
 from flask_principal import ActionNeed, AnonymousIdentity, Identity, Principal, identity_loaded
 from itsdangerous import BadData, URLSafeTimedSerializer
 from werkzeug.exceptions import HTTPException
@@ -27,7 +28,33 @@ from blueprints.auth.forms import LoginForm, LogoutForm
 from blueprints.auth.permissions import is_api_request
 
 bp = Blueprint("auth", __name__)
-login_manager = LoginManager()
+
+
+class CancelDeskLoginManager(LoginManager):
+    """Flask-Login with two rules of ours.
+
+    The API authenticates by bearer token only: Flask-Login would otherwise sign an API
+    request in by the browser's remember cookie (and prefer it to the bearer token), which
+    would make the CSRF-exempt API usable with a browser's ambient cookie.
+
+    A remember cookie that is not even text (a planted `remember_token=…é…`) is no sign-in,
+    never an error: Flask-Login's HMAC comparison raises on non-ASCII.
+    """
+
+    def _load_user(self):
+        if request.path.startswith("/api/"):
+            user_accessed.send(current_app._get_current_object())
+            return self._update_request_context_with_user(self._load_user_from_request(request))
+        return super()._load_user()
+
+    def _load_user_from_remember_cookie(self, cookie):
+        try:
+            return super()._load_user_from_remember_cookie(cookie)
+        except (TypeError, ValueError, UnicodeError):
+            return None
+
+
+login_manager = CancelDeskLoginManager()
 principal = Principal(use_sessions=False)
 
 
@@ -54,6 +81,7 @@ def init_auth(app):
     login_manager.login_message_category = "info"
     principal.init_app(app)
     _register_error_handlers(app)
+    _dummy_hash()  # made now, so that the first unknown e-mail takes no longer than the rest
 
     @app.context_processor
     def _auth_context():
@@ -192,7 +220,7 @@ def _dummy_hash():
 
 
 def _password_matches(user, password):
-    if user is None:
+    if user is None or not user.password_hash:
         check_password_hash(_dummy_hash(), password or "")
         return False
     matches = user.check_password(password or "")  # inactive accounts too: same time
@@ -210,7 +238,8 @@ def _device_serializer():
 
 
 def _device_cookie():
-    """{"n": device id, "u": [user ids that signed in here]} from a valid cookie, or None."""
+    """{"n": device id, "u": [[user id, auth generation], …] of the accounts that signed in
+    here} from a valid cookie, or None."""
     raw = request.cookies.get(DEVICE_COOKIE)
     if not raw or len(raw) > 1000:
         return None
@@ -226,9 +255,10 @@ def _device_cookie():
 
 
 def known_device(user):
-    """This browser's device id if `user` has signed in on it before, else None."""
+    """This browser's device id if `user` signed in on it since their last password, role or
+    active-flag change, else None (a reset password makes every device a stranger again)."""
     data = _device_cookie()
-    if user is None or data is None or user.id not in data["u"]:
+    if user is None or data is None or [user.id, user.auth_generation] not in data["u"]:
         return None
     return data["n"]
 
@@ -236,8 +266,10 @@ def known_device(user):
 def _remember_device(response, user):
     """After a successful sign-in: this browser becomes a known device of `user`."""
     data = _device_cookie() or {"n": secrets.token_urlsafe(16), "u": []}
-    accounts = [uid for uid in data["u"] if uid != user.id][-(DEVICE_ACCOUNTS_MAX - 1):]
-    value = _device_serializer().dumps({"n": data["n"], "u": accounts + [user.id]})
+    accounts = [entry for entry in data["u"] if not isinstance(entry, list) or not entry
+                or entry[0] != user.id][-(DEVICE_ACCOUNTS_MAX - 1):]
+    value = _device_serializer().dumps({"n": data["n"],
+                                        "u": accounts + [[user.id, user.auth_generation]]})
     response.set_cookie(DEVICE_COOKIE, value,
                         max_age=current_app.config["DEVICE_COOKIE_DAYS"] * 86400,
                         path=url_for("auth.login"), httponly=True, samesite="Lax",

@@ -5,6 +5,8 @@ Revises: 4d4fa01bc3d3
 Create Date: 2026-12-02 07:20:00.000000
 
 """
+from datetime import datetime, timedelta, timezone
+
 from alembic import op
 import sqlalchemy as sa
 
@@ -44,6 +46,20 @@ def upgrade():
         batch_op.add_column(sa.Column('revoked_at', sa.DateTime(), nullable=True))
         batch_op.add_column(sa.Column('generation', sa.Integer(), server_default='0',
                                       nullable=False))
+
+    # Tokens issued before expiry was enforced had none: they now expire 90 days after they
+    # were issued, and no sooner than a week from now (time to replace them).
+    bind = op.get_bind()
+    tokens = sa.table('api_tokens', sa.column('id', sa.Integer()),
+                      sa.column('created_at', sa.DateTime()),
+                      sa.column('expires_at', sa.DateTime()),
+                      sa.column('revoked', sa.Boolean()))
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    for token_id, created_at in bind.execute(
+            sa.select(tokens.c.id, tokens.c.created_at).where(tokens.c.expires_at.is_(None))):
+        expires = max((created_at or now) + timedelta(days=90), now + timedelta(days=7))
+        bind.execute(tokens.update().where(tokens.c.id == token_id)
+                     .values(expires_at=expires))
 
 
 def downgrade():
