@@ -156,6 +156,13 @@ def queue_cancel(order_id, actor, request, context, items=None):
     if items is not None:
         payload["items"] = [dict(line) for line in items]
     try:
+        # The order's row lock serialises two identical requests on PostgreSQL; SQLite ignores
+        # FOR UPDATE, and a write as the transaction's first statement takes its database lock
+        # instead — so of two requests at once the second finds the first one's job waiting.
+        db.session.execute(update(CancelJob).where(
+            CancelJob.order_id == order_id, CancelJob.user_id == actor.id,
+            CancelJob.status == QUEUED).values(status=CancelJob.status)
+            .execution_options(synchronize_session=False))
         order = require_visible(actor, load_order_for_update(order_id))
         check_may_cancel(actor, order, request.reason)
         waiting = db.session.scalars(select(CancelJob).where(

@@ -426,3 +426,25 @@ def test_two_admins_switching_maintenance_off_at_once_switch_it_once(app, factor
     with app.app_context():
         assert maintenance.is_on(fresh=True) is False
     chain_ok(app)
+
+
+def test_one_cancel_sent_twice_at_once_in_maintenance_is_queued_once(app, factory,
+                                                                     maintenance_mode):
+    """A double click (or a client's retry) while maintenance is on: one queued job, and the
+    other request is told it is already queued. Was (SQLite): two jobs, the second one bound to
+    fail when it ran."""
+    shop = factory.shop(role="admin")
+
+    def send():
+        response = cancel(app.test_client(), shop["order_id"], shop["token"])
+        return response.status_code, response.json.get("job_id"), response.json.get("message")
+
+    results = race(send, send)
+
+    assert [code for code, _job, _message in results] == [202, 202], results
+    assert len({job for _code, job, _message in results}) == 1, results
+    assert sum("already queued" in message for _code, _job, message in results) == 1, results
+    assert count(app, CancelJob, CancelJob.order_id == shop["order_id"]) == 1
+    assert count(app, AuditEvent, AuditEvent.order_id == shop["order_id"],
+                 AuditEvent.action == "order.cancel_queued") == 1
+    chain_ok(app)
