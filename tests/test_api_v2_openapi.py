@@ -2,6 +2,8 @@
 from the same pydantic models the code uses — and real responses match it. Each endpoint is called
 (successes and errors) and every JSON answer is validated twice: against the response model the
 document names (pydantic, extra fields forbidden) and against the document's own JSON schema."""
+import json
+import re
 import uuid
 
 import pytest
@@ -262,3 +264,60 @@ def test_the_document_rejects_what_the_code_rejects(document):
     errors = list(Draft202012Validator(body).iter_errors({**RUNBOOK_BODY, "force": True}))
     assert errors and "force" in errors[0].message
     assert not list(Draft202012Validator(body).iter_errors(RUNBOOK_BODY))
+
+
+# --- what the document says the server does (issue 9) ----------------------------------------
+
+def test_a_number_with_no_fraction_is_an_integer(app, client, factory):
+    """JSON Schema's "type": "integer" takes 3976.0; so does the server (3976.5 it refuses)."""
+    shop = factory.shop(role="admin")
+    refused = v2_cancel(client, shop["order_id"], shop["token"], version=1.5)
+    assert refused.status_code == 400 and refused.json["error"]["code"] == "validation_error"
+    accepted = v2_cancel(client, shop["order_id"], shop["token"], version=1.0)
+    assert accepted.status_code == 202, accepted.json
+    bulk = client.post("/api/v1/orders/bulk_update", headers=bearer(shop["token"]), json={
+        "order_ids": [float(factory.shop()["order_id"])], "status": "cancelled",
+        "reason": "inventory_issues"})
+    assert bulk.status_code < 300, bulk.json
+
+
+def test_the_document_states_minimums_and_the_nul_rule(client, document, factory):
+    schemas = document["components"]["schemas"]
+    ids = schemas["BulkUpdateBody"]["properties"]["order_ids"]["items"]
+    assert ids["type"] == "integer" and ids["minimum"] == 1 and ids["maximum"] == 2**31 - 1
+    token = factory.shop(role="admin")["token"]
+    refused = client.post("/api/v1/orders/bulk_update", headers=bearer(token), json={
+        "order_ids": [0], "status": "cancelled", "reason": "inventory_issues"})
+    assert refused.status_code == 400  # as the document says
+
+    nul = "^[^\\u0000]*$"
+    assert "NUL" in document["info"]["description"]
+    for model, field in (("TokenRequest", "email"), ("V2CancelBody", "notes"),
+                         ("ReinstateBody", "reason"), ("CustomerRequest", "contact"),
+                         ("BulkUpdateBody", "notes")):
+        prop = schemas[model]["properties"][field]
+        strings = [prop] + prop.get("anyOf", [])
+        assert any(s.get("pattern") == nul for s in strings), (model, field, prop)
+    orders = document["paths"]["/api/v1/orders"]["get"]["parameters"]
+    q = next(p for p in orders if p["name"] == "q")["schema"]
+    assert any(s.get("pattern") == nul for s in [q] + q.get("anyOf", []))
+    # Enumerations and dates need no pattern: the NUL rule is for free text.
+    reason = schemas["V2CancelBody"]["properties"]["reason"]
+    assert "pattern" not in json.dumps(reason)
+    # And the server refuses NUL where the document says so.
+    assert client.get("/api/v1/orders?q=a%00b", headers=bearer(token)).status_code == 400
+    assert client.post("/api/auth/token", json={"email": "a\x00b@x.example",
+                                                 "password": "x"}).status_code == 400
+
+
+def test_a_method_the_document_does_not_list_is_a_405_with_allow(client, document):
+    for path, methods in document["paths"].items():
+        url = path.replace("{order_id}", "1").replace("{user_id}", "1") \
+            .replace("{approval_id}", "1").replace("{job_id}", "1")
+        url = re.sub(r"\{[a-z_]+\}", "1", url)
+        listed = {m.upper() for m in methods}
+        for method in {"GET", "POST", "PUT", "PATCH", "DELETE"} - listed:
+            response = client.open(url, method=method)
+            assert response.status_code == 405, (method, url, response.status_code)
+            allow = {m.strip() for m in response.headers.get("Allow", "").split(",")}
+            assert listed <= allow and method not in allow, (method, url, allow)

@@ -132,7 +132,7 @@ def _check_text(data, where, path=()):
 
 
 def parse_query(schema):
-    _check_text(request.args.to_dict(), "The query string")
+    _check_text(request.args.to_dict(flat=False), "The query string")  # every value of a name
     try:
         return schema.model_validate(request.args.to_dict())
     except ValidationError as exc:

@@ -20,6 +20,33 @@ COMMON_ERRORS = {400: "Invalid input or invalid order state", 401: "No or bad be
                       "retry when it ends"}
 
 
+# The server refuses text holding NUL (U+0000) anywhere in a body or query string: no database
+# column can store it (api_common._check_text). Every free-text string of a request says so.
+NO_NUL = "^[^\\u0000]*$"
+NO_NUL_NOTE = ("Text fields must not contain NUL (U+0000): a request with one is refused "
+               "(400 validation_error), as the pattern of every free-text field says.")
+
+
+def _no_nul(schema, components, seen=None):
+    """Add the NUL rule to every free-text string of a request schema, following $refs into
+    the components (each visited once)."""
+    seen = set() if seen is None else seen
+    if isinstance(schema, list):
+        for item in schema:
+            _no_nul(item, components, seen)
+    if not isinstance(schema, dict):
+        return
+    ref = schema.get("$ref", "")
+    if ref.startswith("#/components/schemas/") and ref not in seen:
+        seen.add(ref)
+        _no_nul(components.get(ref.rsplit("/", 1)[1]), components, seen)
+    if schema.get("type") == "string" and not {"enum", "const", "format", "pattern"} & set(schema):
+        schema["pattern"] = NO_NUL
+    for value in schema.values():
+        if isinstance(value, (dict, list)):
+            _no_nul(value, components, seen)
+
+
 def documented(summary, *, body=None, query=None, responses=None, errors=(400, 401, 403, 404),
                idempotent=False, public=False, description=None):
     """Attach the OpenAPI description of a route to its view function."""
@@ -71,7 +98,7 @@ def build_document(app):
     _, definitions = models_json_schema([(m, "validation") for m in models.values()],
                                         ref_template=REF)
     components = dict(definitions.get("$defs", {}))
-    paths = {}
+    paths, request_schemas = {}, set()
     for rule, method, meta in operations:
         operation = {
             "summary": meta["summary"], "operationId": f"{rule.endpoint}_{method.lower()}",
@@ -103,6 +130,8 @@ def build_document(app):
         if meta["body"] is not None:
             operation["requestBody"] = {"required": True, "content": {"application/json": {
                 "schema": {"$ref": REF.format(model=meta["body"].__name__)}}}}
+        _no_nul([p["schema"] for p in operation["parameters"] if p["in"] == "query"]
+                + [operation.get("requestBody", {})], components, request_schemas)
         for status, model in meta["responses"].items():
             if isinstance(model, str):
                 operation["responses"][str(status)] = {"description": model}
@@ -128,7 +157,7 @@ def build_document(app):
         "info": {"title": "Cancel Desk API", "version": "1.0.0", "description": (
             "Order cancellation for dispensaries. v1: the CMS endpoints. v2: the operators' "
             "runbook (preview, idempotent asynchronous cancel, reinstatement, post-checks). "
-            "Errors are JSON: {\"error\": {\"code\", \"message\"}}.")},
+            "Errors are JSON: {\"error\": {\"code\", \"message\"}}. " + NO_NUL_NOTE)},
         "servers": [{"url": "/"}],
         "paths": dict(sorted(paths.items())),
         "components": {"schemas": components, "securitySchemes": {
