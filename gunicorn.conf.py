@@ -29,15 +29,18 @@ bind = [os.environ.get("GUNICORN_BIND")
 # several threads. WEB_CONCURRENCY is the name platforms (Heroku, Render, Dokku) set.
 workers = _int("WEB_CONCURRENCY", min(2 * multiprocessing.cpu_count() + 1, 8))
 threads = _int("GUNICORN_THREADS", 4)
-# A request that takes this long is stuck (the longest, a page of the orders list or a partial
-# cancel of PARTIAL_SYNC_MAX_LINES lines, takes well under a second); the worker is restarted.
+# A worker process that has not reported to the master for this long (its main loop stuck, not
+# merely one slow request on one of its threads) is killed and replaced.
 timeout = _int("GUNICORN_TIMEOUT", 30)
+# On a restart or shutdown, requests in flight get this long to finish.
 graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 25)
-# Longer than a proxy's idle timeout towards us would be wasted; shorter than the client's.
+# Seconds an idle keep-alive connection stays open (gunicorn's default; a proxy in front
+# should close its idle connections to us sooner, or retry on a closed one).
 keepalive = _int("GUNICORN_KEEPALIVE", 2)
-# Restart each process after this many requests (with jitter), bounding any slow leak.
-max_requests = _int("GUNICORN_MAX_REQUESTS", 2000)
-max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 200)
+# Off by default: restart each process after this many requests (with jitter), to bound a slow
+# leak should one appear. A restart briefly takes a process out of service.
+max_requests = _int("GUNICORN_MAX_REQUESTS", 0)
+max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 0)
 
 # The app reads X-Forwarded-* itself (werkzeug's ProxyFix, TRUSTED_PROXIES proxies deep);
 # gunicorn believes X-Forwarded-Proto only in the same case, so that with TRUSTED_PROXIES=0 no
