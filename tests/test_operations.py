@@ -194,16 +194,20 @@ def test_gunicorn_conf_env_file_and_json_access_log(worker_env, tmp_path):
 
 
 def test_worker_logs_json_with_task_and_logs_failed_tasks(app, worker_env, tmp_path):
-    """A worker on a queue of its own: a task that fails is logged by the task_failure handler
-    with its name, id, arguments and exception, as JSON with the task's id and name."""
+    """A worker on a queue of its own, started in a folder whose .env asks for JSON logs: a task
+    that fails is logged by the task_failure handler with its name, id, arguments and
+    exception, as JSON with the task's id and name."""
     queue = f"ops-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    env = dict(worker_env, LOG_FORMAT="json")
+    # JSON asked for by a .env file in the worker's working directory, as in production.
+    (tmp_path / ".env").write_text("LOG_FORMAT=json\n")
+    env = {key: value for key, value in worker_env.items() if key != "LOG_FORMAT"}
+    env["PYTHONPATH"] = str(ROOT)
     own = Worker(env, tmp_path)
     own.log = open(own.log_path, "ab")
     own.process = subprocess.Popen(
         [sys.executable, "-m", "tasks", "-Q", queue, "--concurrency", "1", "--loglevel", "INFO",
          "--hostname", f"{queue}@%h"],
-        cwd=ROOT, env=env, stdout=own.log, stderr=subprocess.STDOUT)
+        cwd=tmp_path, env=env, stdout=own.log, stderr=subprocess.STDOUT)
     try:
         celery = app.extensions["celery"]
         wait_for(lambda: own.process.poll() is not None or
