@@ -2,6 +2,7 @@
 logged, Celery limits and events, optional Sentry, the process files."""
 import gzip
 import http.server
+import io
 import json
 import logging
 import os
@@ -10,7 +11,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -96,7 +96,6 @@ def test_log_lines_carry_request_user_and_order(build_app, factory):
         probe_log.warning("probing order %s", order_id)
         return "ok"
 
-    import io
     stream = io.StringIO()
     handler = make_handler("json", stream)
     probe_log.addHandler(handler)
