@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from conftest import bearer, cancel, login
+from conftest import Factory, bearer, cancel, login
 
 HUGE = "99999999999999999999"
 
@@ -196,3 +196,44 @@ def test_a_method_not_allowed_names_the_allowed_ones(client, factory):
     assert {"GET", "HEAD"} <= {m.strip() for m in response.headers["Allow"].split(",")}
     page = client.delete("/dashboard")
     assert page.status_code == 405 and "GET" in page.headers["Allow"]
+
+
+# --- panel forms -----------------------------------------------------------------------------
+
+def open_order_of(app, manager):
+    """Another open order of the manager's store (the fixture's own is cancelled)."""
+    from models import Order, db
+
+    with app.app_context():
+        order = db.session.get(Order, manager["order_id"])
+        store, product = order.store_id, order.items[0].product_id
+    return Factory(app).order(store, [(product, 1, 1000)])
+
+
+@pytest.mark.parametrize("typed", ["9999-12-31T23:59", "0001-01-01T00:00"])
+def test_a_request_time_at_the_calendar_edges_is_a_field_error(app, manager, typed):
+    """Typed in store time (Tokyo) and converted to UTC: at either end of the calendar it is
+    the field's error on the form again (400), never a 500."""
+    from conftest import csrf_from
+
+    client, order_id = manager["client"], open_order_of(app, manager)
+    token = csrf_from(client.get(f"/orders/{order_id}/cancel"))
+    for path in (f"/orders/{order_id}/cancel", f"/orders/{order_id}/approval-request"):
+        response = client.post(path, data={
+            "csrf_token": token, "reason": "customer_requested",
+            "request_contact": "jane@example.com", "request_channel": "phone",
+            "requested_at": typed, "justification": "edge", "version": "1"})
+        assert response.status_code == 400, (path, response.status_code)
+        assert "Enter a date between 0001-01-02 and 9999-12-30." in response.get_data(
+            as_text=True)
+
+
+def test_a_version_past_any_column_is_refused_not_a_500(app, manager):
+    from conftest import csrf_from
+
+    client, open_order = manager["client"], open_order_of(app, manager)
+    page = client.get(f"/orders/{open_order}/cancel")
+    for version in (HUGE, "-1", "0", "2147483648"):
+        response = client.post(f"/orders/{open_order}/cancel", data={
+            "csrf_token": csrf_from(page), "reason": "inventory_issues", "version": version})
+        assert response.status_code in (302, 400, 409), (version, response.status_code)

@@ -1,13 +1,13 @@
 """Forms of the orders panel: list filters, the cancel dialog, and the CSRF-only action forms."""
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
 from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField, DateTimeLocalField, HiddenField, IntegerField, RadioField, SelectChoice,
     SelectField, StringField, TextAreaField,
 )
-from wtforms.validators import InputRequired, Length, Optional
+from wtforms.validators import InputRequired, Length, Optional, ValidationError
 from wtforms.widgets import HiddenInput
 
 from cancellation.oversight import query_date, query_int, query_text
@@ -20,6 +20,14 @@ SCOPE_CHOICES = [
     SelectChoice("this_instance", "This order only"),
     SelectChoice("all_future", "This and all future orders of the series"),
 ]
+
+
+def within_the_calendar(form, field):
+    """A moment typed in store time is converted to UTC: a day away from either end of the
+    calendar, it still is a date in every time zone."""
+    if field.data is not None and not date.min < field.data.date() < date.max:
+        raise ValidationError(f"Enter a date between {date.min + timedelta(days=1)} and "
+                              f"{date.max - timedelta(days=1)}.")
 
 
 class CancelOrderForm(FlaskForm):
@@ -41,7 +49,7 @@ class CancelOrderForm(FlaskForm):
         validators=[Optional()])
     requested_at = DateTimeLocalField("Requested at", format=["%Y-%m-%dT%H:%M",
                                                               "%Y-%m-%dT%H:%M:%S"],
-                                      validators=[Optional()])
+                                      validators=[Optional(), within_the_calendar])
     notify_customer = BooleanField("Notify the customer by e-mail", default=True)
     scope = RadioField("Recurring order", choices=SCOPE_CHOICES, default="this_instance",
                        validators=[Optional()])
