@@ -120,8 +120,9 @@ def query_date(value):
 
 
 def query_text(value, limit):
-    """Stripped text cut to `limit` characters, or None when blank — or when it holds NUL,
-    which no text column can hold (PostgreSQL refuses it in a query), so it matches nothing."""
+    """Stripped text cut to `limit` characters, or None when blank — or when it holds NUL:
+    no text column can hold one (PostgreSQL refuses it even in a query), so such a filter is
+    ignored like any other unusable value."""
     text = (value or "").strip()[:limit]
     return text if text and "\x00" not in text else None
 
