@@ -597,28 +597,37 @@ def notice_message(notice):
 
 
 def deliver_notice(notice_id):
-    """Worker side: send one approval e-mail; failures retry with back-off."""
-    notice = outbox._claim(ApprovalNotice, notice_id)
-    if notice is None:
+    """Worker side: send one approval e-mail; failures retry with back-off. The outcome is
+    written only while this worker's claim holds (compare-and-set on `processing` and its
+    attempt): a stale claimer coming back late leaves the takeover's outcome."""
+    claim = outbox._take(ApprovalNotice, notice_id)
+    if claim is None:
         return "nothing_to_do"
+    notice, attempt = claim
     subject, body = notice_message(notice)
+    delay = None
     try:
         notifier().send(idempotency_key=notice.idempotency_key, recipient=notice.recipient,
                         subject=subject, body=body)
+        values = {"status": DeliveryStatus.SUCCEEDED.value, "last_error": None}
     except DeliveryError as exc:
-        notice.status = DeliveryStatus.FAILED.value
-        notice.last_error = str(exc)[:500]
-        delay = None
-        if notice.attempts < current_app.config["DELIVERY_MAX_ATTEMPTS"]:
-            delay = outbox.backoff_seconds(notice.attempts)
-            notice.next_attempt_at = utcnow() + timedelta(seconds=delay)
-        db.session.commit()
+        values = {"status": DeliveryStatus.FAILED.value, "last_error": str(exc)[:500]}
+        if attempt < current_app.config["DELIVERY_MAX_ATTEMPTS"]:
+            delay = outbox.backoff_seconds(attempt)
+            values["next_attempt_at"] = utcnow() + timedelta(seconds=delay)
+    settled = db.session.execute(
+        update(ApprovalNotice).where(ApprovalNotice.id == notice.id,
+                                     ApprovalNotice.attempts == attempt,
+                                     ApprovalNotice.status == DeliveryStatus.PROCESSING.value)
+        .values(**values).execution_options(synchronize_session=False)).rowcount
+    db.session.commit()
+    if not settled:
+        log.warning("approval notice %s was taken over while this worker sent it", notice.id)
+        return "nothing_to_do"
+    if values["status"] == DeliveryStatus.FAILED.value:
         if delay is not None:
             outbox.hand_to_workers(NOTICE_TASK, notice.id, countdown=delay)
         return "failed"
-    notice.status = DeliveryStatus.SUCCEEDED.value
-    notice.last_error = None
-    db.session.commit()
     return "succeeded"
 
 

@@ -165,18 +165,28 @@ def test_a_decision_racing_the_expiry_sweep_ends_one_way(app, factory):
             assert status == "expired"
 
 
+def unrouted(app, shop):
+    """A pending request written straight to the database: no routing task was sent for it,
+    and it is out of the sweep's sight (created in the future), so only the test routes it."""
+    with app.app_context():
+        order = db.session.get(Order, shop["order_id"])
+        approval = ApprovalRequest(
+            order_id=order.id, requested_by_id=shop["user_id"], justification=JUSTIFICATION,
+            payload={"reason": "inventory_issues", "notes": "", "notify_customer": True},
+            why=["in progress"], order_version=order.version, status="pending",
+            created_at=utcnow() + timedelta(hours=1),
+            expires_at=utcnow() + timedelta(hours=48))
+        db.session.add(approval)
+        db.session.commit()
+        return approval.id
+
+
 def test_two_workers_routing_one_request_notify_the_approvers_once(app, factory):
     from cancellation import approvals
     from models.cancellation import ApprovalNotice
 
     shop = staffed_shop(factory, managers=1)
-    with app.app_context():
-        # Filed without a worker running: the routing task waits in the queue.
-        response = app.test_client().post(
-            f"/api/v1/orders/{shop['order_id']}/approval_request",
-            json={"justification": JUSTIFICATION, "reason": "inventory_issues"},
-            headers=bearer(shop["token"]))
-    approval_id = response.json["approval_request"]["id"]
+    approval_id = unrouted(app, shop)
 
     def route():
         with app.app_context():
@@ -195,11 +205,7 @@ def test_two_workers_escalating_one_request_audit_it_once(app, factory):
     from cancellation import approvals
 
     shop = staffed_shop(factory, managers=0)
-    response = app.test_client().post(
-        f"/api/v1/orders/{shop['order_id']}/approval_request",
-        json={"justification": JUSTIFICATION, "reason": "inventory_issues"},
-        headers=bearer(shop["token"]))
-    approval_id = response.json["approval_request"]["id"]
+    approval_id = unrouted(app, shop)
 
     def route():
         with app.app_context():
