@@ -13,7 +13,8 @@ import pytest
 from conftest import bearer, csrf_from, login
 
 # Reachable without signing in, on purpose.
-PUBLIC = {"auth.login", "health.healthz", "docs.openapi_json", "api.issue_token"}
+PUBLIC = {"auth.login", "health.healthz", "health.livez", "health.readyz", "docs.openapi_json",
+          "api.issue_token"}
 # Any signed-in user, whatever their role.
 LOGIN_ONLY = {"auth.logout", "api.revoke_token"}
 ROLES = ("admin", "store_manager", "fulfillment", "customer_service", "ops_engineer")
