@@ -219,6 +219,18 @@ class LoginSession(db.Model):
 
     user = relationship("User")
 
+    @property
+    def state(self):
+        """active, signed out, expired, or ended (the user's credentials changed since)."""
+        if self.ended_at is not None:
+            return "signed out"
+        if self.expires_at <= utcnow():
+            return "expired"
+        if self.user is not None and (self.generation != self.user.auth_generation
+                                      or not self.user.is_active):
+            return "ended"
+        return "active"
+
     @classmethod
     def start(cls, user, *, lifetime, remember=False, ip=None, user_agent=None):
         """A new sign-in for `user`; sets user.login_token for Flask-Login. Caller commits."""

@@ -1,7 +1,10 @@
-"""Flask-Admin at /admin, for the admin role only: users, stores, products, stock, settings.
+"""Flask-Admin at /admin, for the admin role only: users, API tokens, sign-ins, stores, products,
+stock, settings.
 
 Every change made here is written to the audit trail like any other change.
 """
+from datetime import datetime
+
 from flask import abort, current_app, flash, g, redirect, request, session, url_for
 from flask_admin import Admin, AdminIndexView, expose
 from flask_admin.actions import action
@@ -194,6 +197,11 @@ class CredentialView(AdminOnly, ModelView):
     page_size = 50
     column_default_sort = ("created_at", True)
     column_formatters = {"user": lambda v, c, m, p: m.user.email if m.user else "—"}
+    column_type_formatters = {
+        datetime: lambda view, value, name=None: f"{value:%Y-%m-%d %H:%M} UTC",
+        type(None): lambda view, value, name=None: "—",
+        bool: lambda view, value, name=None: "yes" if value else "no",
+    }
     end_action = None  # "auth.token_revoked" or "auth.session_ended"
 
     def _end(self, ids, end_one):
@@ -226,8 +234,12 @@ class ApiTokenView(CredentialView):
 
 
 class LoginSessionView(CredentialView):
-    column_list = ("user", "created_at", "expires_at", "ended_at", "remember", "ip",
+    column_list = ("user", "state", "created_at", "expires_at", "ended_at", "remember", "ip",
                    "user_agent")
+    column_formatters = dict(
+        CredentialView.column_formatters,
+        state=lambda v, c, m, p: m.state,
+        user_agent=lambda v, c, m, p: (m.user_agent or "—")[:60])
     column_labels = {"created_at": "Signed in", "expires_at": "Expires", "ended_at": "Ended",
                      "remember": "Kept signed in", "ip": "Address", "user_agent": "Browser"}
     column_filters = ("ended_at", "remember")
