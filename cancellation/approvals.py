@@ -314,8 +314,9 @@ def withdraw(approval_id, requester, comment, context):
             db.session.commit()  # what the failure recorded (expired)
             raise failure
         before = {"status": approval.status}
-        if not _move(approval, "withdrawn", decided_at=utcnow(), comment=comment,
-                     status_detail=f"Withdrawn by {requester.name}."):
+        now = utcnow()  # the requester's own doing: no "new outcome" badge for it
+        if not _move(approval, "withdrawn", decided_at=now, requester_seen_at=now,
+                     comment=comment, status_detail=f"Withdrawn by {requester.name}."):
             raise _lost_race(approval)
         record(requester, "approval.withdrawn", target_type="approval_request",
                target_id=approval.id, store_id=approval.order.store_id,

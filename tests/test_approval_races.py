@@ -287,3 +287,4 @@ def test_withdraw_in_the_panel(app, factory):
     assert f"Withdrew request #{shop['approval_id']}" in html
     assert 'data-approval-status="withdrawn"' in html
     assert 'data-testid="withdraw"' not in html
+    assert " new</span>" not in html  # their own doing is no news to them
