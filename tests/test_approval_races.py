@@ -10,7 +10,7 @@ import threading
 from datetime import timedelta
 
 from conftest import bearer
-from test_approvals import JUSTIFICATION, approve, ask, reject, request_row, staffed_shop
+from test_approvals import JUSTIFICATION, ask, request_row, staffed_shop
 
 from cancellation.audit import verify_chain
 from models import ApprovalRequest, AuditEvent, Cancellation, Order, Refund, db, utcnow
