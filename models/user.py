@@ -159,8 +159,7 @@ class ApiToken(db.Model):
             return "revoked"
         if self.expires_at is not None and self.expires_at <= utcnow():
             return "expired"
-        if self.user is not None and (self.generation != self.user.auth_generation
-                                      or not self.user.is_active):
+        if _credentials_changed(self.user, self.generation):
             return "ended"
         return "active"
 
@@ -226,8 +225,7 @@ class LoginSession(db.Model):
             return "signed out"
         if self.expires_at <= utcnow():
             return "expired"
-        if self.user is not None and (self.generation != self.user.auth_generation
-                                      or not self.user.is_active):
+        if _credentials_changed(self.user, self.generation):
             return "ended"
         return "active"
 
@@ -255,7 +253,7 @@ class LoginSession(db.Model):
         if found is None:
             return None
         generation, user = found
-        if generation != user.auth_generation or not user.is_active:
+        if _credentials_changed(user, generation):
             return None
         user.login_token = plain
         return user
@@ -268,6 +266,12 @@ class LoginSession(db.Model):
         return db.session.execute(
             update(cls).where(cls.token_hash == hash_token(plain), cls.ended_at.is_(None))
             .values(ended_at=utcnow())).rowcount == 1
+
+
+def _credentials_changed(user, generation):
+    """The user's password, role or active flag changed since a credential was made under
+    `generation`, or the user is deactivated: the credential opens nothing."""
+    return user is not None and (generation != user.auth_generation or not user.is_active)
 
 
 # The attributes whose change ends every session, remember cookie and API token of the user.

@@ -5,14 +5,14 @@ Every change made here is written to the audit trail like any other change.
 """
 from datetime import datetime
 
-from flask import abort, current_app, flash, g, redirect, request, session, url_for
+from flask import abort, current_app, flash, g, redirect, request, url_for
 from flask_admin import Admin, AdminIndexView, expose
 from flask_admin.actions import action
 from flask_admin.contrib.sqla import ModelView
 from flask_admin.form import BaseForm
 from flask_admin.menu import MenuLink
 from flask_admin.theme import Bootstrap4Theme
-from flask_login import current_user, login_user
+from flask_login import current_user
 from sqlalchemy import func, select, update
 from wtforms import PasswordField, SelectChoice, SelectField
 from wtforms.validators import Length, Optional, ValidationError
@@ -23,6 +23,8 @@ from models import (
 )
 from models.setting import DEFAULTS
 from models.user import normalise_email
+
+from blueprints.auth import sign_in
 
 MIN_PASSWORD_LENGTH = 10
 
@@ -177,15 +179,8 @@ class UserView(AuditedModelView):
         only their other browsers and tokens are signed out."""
         if is_created or model.id != current_user.id or not form.new_password.data:
             return
-        remember = bool(session.get("_remember_seconds") or request.cookies.get(
-            current_app.config.get("REMEMBER_COOKIE_NAME", "remember_token")))
-        config = current_app.config
-        LoginSession.start(model, remember=remember, ip=request.remote_addr,
-                           user_agent=request.user_agent.string,
-                           lifetime=config["REMEMBER_COOKIE_DURATION"] if remember
-                           else config["PERMANENT_SESSION_LIFETIME"])
-        db.session.commit()
-        login_user(model, remember=remember)
+        sign_in(model, remember=bool(request.cookies.get(
+            current_app.config.get("REMEMBER_COOKIE_NAME", "remember_token"))))
 
 
 class CredentialView(AdminOnly, ModelView):

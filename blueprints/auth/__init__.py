@@ -315,6 +315,18 @@ def _login_failed(attempt, email, address, user, source):
     db.session.commit()
 
 
+def sign_in(user, remember):
+    """Start a sign-in (a LoginSession, committed) and put its token in this browser's session
+    and, with "Keep me signed in", its remember cookie."""
+    config = current_app.config
+    LoginSession.start(user, remember=remember, ip=request.remote_addr,
+                       user_agent=request.user_agent.string,
+                       lifetime=config["REMEMBER_COOKIE_DURATION"] if remember
+                       else config["PERMANENT_SESSION_LIFETIME"])
+    db.session.commit()
+    login_user(user, remember=remember)
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     if current_user.is_authenticated:
@@ -331,14 +343,7 @@ def login():
             flash("That e-mail and password do not match an active account.", "danger")
             return render_template("auth/login.html", form=form), 401
         session.clear()
-        remember = bool(form.remember.data)
-        config = current_app.config
-        LoginSession.start(user, remember=remember, ip=request.remote_addr,
-                           user_agent=request.user_agent.string,
-                           lifetime=config["REMEMBER_COOKIE_DURATION"] if remember
-                           else config["PERMANENT_SESSION_LIFETIME"])
-        db.session.commit()
-        login_user(user, remember=remember)
+        sign_in(user, remember=bool(form.remember.data))
         flash(f"Welcome back, {user.name}.", "success")
         return _remember_device(redirect(safe_next(request.args.get("next"))), user)
     return render_template("auth/login.html", form=form)
