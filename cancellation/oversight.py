@@ -111,12 +111,22 @@ def query_int(value, maximum=ID_MAX):
     return number if 0 <= number <= maximum else None
 
 
-def query_date(value):
-    """A YYYY-MM-DD date, or None."""
+FIRST_DAY, LAST_DAY = date.min + timedelta(days=1), date.max - timedelta(days=1)
+
+
+def query_date(value, field=None):
+    """A YYYY-MM-DD date, or None. Named filters (`field`) refuse a date at the very edge of the
+    calendar with a clear 400: a day whose start or end cannot be stored in every time zone is
+    no day anybody means (`to=9999-12-31`)."""
     try:
-        return date.fromisoformat(value) if value else None
+        day = date.fromisoformat(value) if value else None
     except (TypeError, ValueError):
         return None
+    if field is not None and day is not None and not FIRST_DAY <= day <= LAST_DAY:
+        raise ValidationFailed(
+            f"The {field} date must be between {FIRST_DAY.isoformat()} and {LAST_DAY.isoformat()}.",
+            details={"fields": [{"field": field, "message": "is outside the calendar"}]})
+    return day
 
 
 def query_text(value, limit):
@@ -487,10 +497,16 @@ class AuditFilters:
         store_id = query_int(args.get("store"))
         if visible_store_ids is not None and store_id not in visible_store_ids:
             store_id = None
+        order = query_text(args.get("order"), 64)
+        if order and order.isascii() and order.isdigit() and query_int(order) is None:
+            raise ValidationFailed(
+                f"No order has the id {order[:24]}: search by an order's number (DT-…) or id.",
+                details={"fields": [{"field": "order", "message": "is past any order id"}]})
         return cls(actor=query_text(args.get("actor"), 254),
                    action=query_text(args.get("action"), 64),
-                   store_id=store_id, order=query_text(args.get("order"), 64),
-                   date_from=query_date(args.get("from")), date_to=query_date(args.get("to")),
+                   store_id=store_id, order=order,
+                   date_from=query_date(args.get("from"), "from"),
+                   date_to=query_date(args.get("to"), "to"),
                    page=max(query_int(args.get("page"), 1_000_000) or 1, 1))
 
     @property

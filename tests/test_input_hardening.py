@@ -39,14 +39,20 @@ def text_of(response):
         else response.get_data(as_text=True)
 
 
-def test_a_to_date_of_the_last_day_a_date_can_hold_means_no_end(manager):
+def test_a_date_at_the_edge_of_the_calendar_is_a_clear_400(manager):
+    """Once a 500 (the day after 9999-12-31 cannot be computed): now a 400 naming the field,
+    on the orders list, the audit log and its export; dates inside the calendar still work."""
     client, number = manager["client"], manager["number"]
-    listed = client.get("/?to=9999-12-31")
+    for url in ("/?to=9999-12-31", "/?from=0001-01-01", "/audit/?to=9999-12-31",
+                "/audit/export.csv?to=9999-12-31", "/audit/?from=0001-01-01"):
+        response = client.get(url)
+        assert response.status_code == 400, (url, response.status_code)
+        assert "date must be between 0001-01-02 and 9999-12-30" in text_of(response), url
+    listed = client.get("/?from=0001-01-02&to=9999-12-30")
     assert listed.status_code == 200 and number in listed.get_data(as_text=True)
-    assert number in client.get("/?from=0001-01-01&to=9999-12-31").get_data(as_text=True)
-    audit = client.get(f"/audit/?to=9999-12-31&order={number}")
+    audit = client.get(f"/audit/?to=9999-12-30&order={number}")
     assert audit.status_code == 200 and "No events" not in audit.get_data(as_text=True)
-    export = client.get(f"/audit/export.csv?to=9999-12-31&order={number}")
+    export = client.get(f"/audit/export.csv?to=9999-12-30&order={number}")
     assert export.status_code == 200 and text_of(export).count("\n") >= 2  # header and events
 
 
@@ -72,11 +78,14 @@ def test_the_compliance_report_refuses_days_it_cannot_bound(manager):
         assert client.get(f"/audit/compliance.csv?{query}").status_code == 404, query
 
 
-def test_an_order_filter_past_any_id_finds_nothing(manager):
+def test_an_order_filter_past_any_id_is_a_clear_400(manager):
     client = manager["client"]
-    for order in (HUGE, "2147483648", "²"):
+    for order in (HUGE, "2147483648"):
         page = client.get(f"/audit/?order={order}")
-        assert page.status_code == 200 and "No events" in page.get_data(as_text=True), order
+        assert page.status_code == 400, order
+        assert "No order has the id" in page.get_data(as_text=True)
+    page = client.get("/audit/?order=\u00b2")  # not a number: a number search finding nothing
+    assert page.status_code == 200 and "No events" in page.get_data(as_text=True)
     # An order's id still finds its events.
     page = client.get(f"/audit/?order={manager['order_id']}")
     assert page.status_code == 200

@@ -126,7 +126,8 @@ class ListFilters:
         if store_id not in visible_store_ids:
             store_id = None
         return cls(q=query_text(args.get("q"), 100), status=status, store_id=store_id,
-                   date_from=query_date(args.get("from")), date_to=query_date(args.get("to")),
+                   date_from=query_date(args.get("from"), "from"),
+                   date_to=query_date(args.get("to"), "to"),
                    page=max(query_int(args.get("page"), 100000) or 1, 1))
 
     @property
