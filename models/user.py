@@ -258,6 +258,16 @@ class LoginSession(db.Model):
         user.login_token = plain
         return user
 
+    KEPT_AFTER_END = timedelta(days=30)
+
+    @classmethod
+    def purge(cls):
+        """Forget sign-ins that ended or expired over 30 days ago (the audit log keeps who
+        signed in when). Returns how many; the caller commits."""
+        cutoff = utcnow() - cls.KEPT_AFTER_END
+        return db.session.execute(db.delete(cls).where(
+            (cls.ended_at < cutoff) | (cls.expires_at < cutoff))).rowcount
+
     @classmethod
     def end(cls, plain):
         """Sign-out: end this sign-in (compare-and-set; True if this call ended it)."""

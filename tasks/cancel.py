@@ -3,6 +3,7 @@ from celery import shared_task
 from flask import current_app
 
 from cancellation import idempotency, jobs
+from models import LoginSession, db
 
 
 @shared_task(name="cancel_desk.run_cancel_job")
@@ -17,4 +18,8 @@ def sweep_cancel_jobs():
 
 @shared_task(name="cancel_desk.purge_idempotency_keys")
 def purge_idempotency_keys():
-    return idempotency.purge_expired()
+    """Expired idempotency keys, and sign-ins that ended a month ago: the hourly housekeeping."""
+    purged = idempotency.purge_expired()
+    sign_ins = LoginSession.purge()
+    db.session.commit()
+    return {"idempotency_keys": purged, "sign_ins": sign_ins}

@@ -308,3 +308,27 @@ def test_a_credential_change_moves_the_generation_once_per_change(app, factory):
         row.role = "customer_service"
         db.session.commit()
         assert db.session.get(User, user).auth_generation == before + 2
+
+
+def test_sign_ins_ended_a_month_ago_are_purged_by_the_worker(app, factory, worker):
+    from conftest import wait_for
+
+    user, client, _ = signed_in(app, factory)
+    old = utcnow() - timedelta(days=31)
+    with app.app_context():
+        live = db.session.scalar(db.select(LoginSession.id).where(LoginSession.user_id == user))
+        stale = LoginSession(user_id=user, token_hash="f" * 64, generation=0, created_at=old,
+                             expires_at=old + timedelta(hours=12))
+        db.session.add(stale)
+        db.session.commit()
+        stale_id = stale.id
+    app.extensions["celery"].send_task("cancel_desk.purge_idempotency_keys")
+
+    def gone():
+        with app.app_context():
+            return db.session.get(LoginSession, stale_id) is None
+
+    wait_for(gone, message="the month-old sign-in purged")
+    with app.app_context():
+        assert db.session.get(LoginSession, live) is not None
+    assert opens_dashboard(client)
