@@ -38,7 +38,10 @@ def deep_snapshot(app, order_id, user_id):
             "notifications": by_order(Notification), "approvals": by_order(ApprovalRequest),
             "audit": by_order(AuditEvent), "jobs": by_order(CancelJob),
             "keys": rows_of(IdempotencyKey, IdempotencyKey.user_id == user_id),
-            "tokens": rows_of(ApiToken, ApiToken.user_id == user_id),
+            # All of the token but when it was last used: using a token is what notes that
+            # (for the admins' list of tokens), and the preview is a use.
+            "tokens": [{k: v for k, v in row.items() if k != "last_used_at"}
+                       for row in rows_of(ApiToken, ApiToken.user_id == user_id)],
         }
 
 
