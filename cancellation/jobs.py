@@ -82,6 +82,10 @@ def run_cancel_job(job_id):
         job = db.session.get(CancelJob, job_id)
         done_before = _cancelled_by_this_job(job)
         if done_before is not None:  # a redelivery after the cancel committed
+            # The run before may have died — or still be running — before it reached the later
+            # orders of an all_future series: go through them too (each cancel is locked and
+            # version-checked, so one already done or being done is not done twice).
+            _cancel_rest_of_series(job, actor, context)
             return _finish(job_id, attempt, "completed", cancellation_id=done_before.id)
         return _finish(job_id, attempt, "failed", error_code=exc.code,
                        error_message=exc.message)
@@ -89,6 +93,15 @@ def run_cancel_job(job_id):
         return _finish(job_id, attempt, "pending_approval",
                        approval_request_id=outcome.approval_request.id)
     return _finish(job_id, attempt, "completed", cancellation_id=outcome.cancellation.id)
+
+
+def _cancel_rest_of_series(job, actor, context):
+    if job.payload.get("items") or job.payload.get("scope") != "all_future":
+        return
+    order = db.session.get(Order, job.order_id)
+    if order is not None and order.series_id:
+        cancel_future_in_series(order, actor, CancelRequest.from_payload(job.payload), context,
+                                CancelOutcome(order=order))
 
 
 def _stale_before():

@@ -324,3 +324,37 @@ def test_all_future_queued_in_maintenance_runs_when_it_ends(app, client, factory
     assert state["also_cancelled"] == [s.later_1, s.later_2, s.later_3]
     assert s.statuses(app) == s.expected_after_all_future()
     once_each(app, s.cancelled_by_all_future)
+
+
+def test_a_redelivered_all_future_job_finishes_the_series(app, factory):
+    """The worker died after committing this order's cancel, before the later instances: the
+    redelivery (or the sweep's takeover) cancels them too before it reports the job completed —
+    so a poll that reads `completed` finds every instance cancelled."""
+    from datetime import timedelta
+
+    from cancellation import jobs
+    from cancellation.audit import AuditContext
+    from cancellation.service import CancelRequest, cancel_order
+    from models import CancelJob, User, utcnow
+
+    s = Series(factory)
+    user = factory.user("ops_engineer")
+    with app.app_context():
+        actor = db.session.get(User, user)
+        request = CancelRequest(reason="operational_request", notes="", scope="all_future")
+        job = CancelJob(order_id=s.this, user_id=user, payload=request.to_payload(),
+                        source="api_v2", attempts=1,
+                        created_at=utcnow() - timedelta(minutes=5))
+        db.session.add(job)
+        db.session.commit()
+        job_id = job.id
+        # What the first run got done before it died: this order alone.
+        cancel_order(s.this, actor, CancelRequest(reason="operational_request", notes=""),
+                     AuditContext(source="api_v2"))
+        assert db.session.get(Order, s.later_1).status == "pending"
+
+        assert jobs.run_cancel_job(job_id) == "completed"
+        state = jobs.job_state(db.session.get(CancelJob, job_id), db.session.get(Order, s.this))
+    assert state["also_cancelled"] == [s.later_1, s.later_2, s.later_3]
+    assert s.statuses(app) == s.expected_after_all_future()
+    once_each(app, s.cancelled_by_all_future)
