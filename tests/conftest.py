@@ -440,10 +440,10 @@ def _fresh_login_counters(app):
     after each test, so wrong passwords sent on purpose in one test (or by the fuzzer) never
     lock the next test out. Tests of the throttle itself use their own addresses."""
     yield
-    from blueprints.auth import login_throttle
+    from blueprints.auth import signin_throttle
 
     with app.test_request_context():
-        login_throttle().clear(address="127.0.0.1")
+        signin_throttle().clear(address="127.0.0.1")
 
 
 # --- the browser: headless Chromium through Playwright against a live server ----------------

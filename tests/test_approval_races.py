@@ -6,36 +6,17 @@ released together by a barrier, and exactly one of them changes the request; the
 409 `approval_closed` (or, for a worker, does nothing) and changes nothing. On SQLite, where
 SELECT ... FOR UPDATE is a no-op, as on PostgreSQL.
 """
-import threading
+import time
 from datetime import timedelta
 
 from conftest import bearer
+from helpers import answer, in_app, race
 from test_approvals import JUSTIFICATION, ask, request_row, staffed_shop
 
 from cancellation.audit import verify_chain
 from models import ApprovalRequest, AuditEvent, Cancellation, Order, Refund, db, utcnow
 
 ROUNDS = 4
-
-
-def at_once(*calls):
-    """Run the calls in threads released together; return their results in order."""
-    barrier = threading.Barrier(len(calls))
-    results = [None] * len(calls)
-
-    def run(index, call):
-        barrier.wait()
-        try:
-            results[index] = call()
-        except Exception as exc:  # noqa: BLE001 - reported to the test, which fails on it
-            results[index] = exc
-
-    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    return results
 
 
 def filed_request(app, client, factory, managers=2):
@@ -64,8 +45,7 @@ def effects(app, shop):
 
 
 def codes(responses):
-    return sorted((r.status_code, (r.json or {}).get("error", {}).get("code"))
-                  for r in responses)
+    return sorted(answer(r) for r in responses)
 
 
 def test_approve_and_reject_at_once_exactly_one_wins(app, factory):
@@ -74,7 +54,7 @@ def test_approve_and_reject_at_once_exactly_one_wins(app, factory):
         client = app.test_client()
         shop = filed_request(app, client, factory)
         approver, rejecter = shop["manager_tokens"]
-        results = at_once(
+        results = race(
             lambda: app.test_client().post(
                 f"/api/v1/approval_requests/{shop['approval_id']}/approve", json={},
                 headers=bearer(approver)),
@@ -104,7 +84,7 @@ def test_two_approvers_at_once_cancel_the_order_once(app, factory):
     for _ in range(ROUNDS):
         client = app.test_client()
         shop = filed_request(app, client, factory)
-        results = at_once(*[
+        results = race(*[
             (lambda token=token: app.test_client().post(
                 f"/api/v1/approval_requests/{shop['approval_id']}/approve", json={},
                 headers=bearer(token)))
@@ -119,7 +99,7 @@ def test_two_approvers_at_once_cancel_the_order_once(app, factory):
 
 def test_two_rejections_at_once_record_one_decision(app, factory):
     shop = filed_request(app, app.test_client(), factory)
-    results = at_once(*[
+    results = race(*[
         (lambda token=token, n=n: app.test_client().post(
             f"/api/v1/approval_requests/{shop['approval_id']}/reject",
             json={"comment": f"No ({n})."}, headers=bearer(token)))
@@ -143,12 +123,11 @@ def test_a_decision_racing_the_expiry_sweep_ends_one_way(app, factory):
             db.session.commit()
 
         def sweep():
-            import time
             time.sleep(0.01)
             with app.app_context():
                 return approvals.expire_overdue()
 
-        results = at_once(
+        results = race(
             lambda: app.test_client().post(
                 f"/api/v1/approval_requests/{shop['approval_id']}/reject",
                 json={"comment": "No."}, headers=bearer(shop["manager_tokens"][0])),
@@ -188,11 +167,8 @@ def test_two_workers_routing_one_request_notify_the_approvers_once(app, factory)
     shop = staffed_shop(factory, managers=1)
     approval_id = unrouted(app, shop)
 
-    def route():
-        with app.app_context():
-            return approvals.route(approval_id)
-
-    results = at_once(route, route, route)
+    route = in_app(app, approvals.route, approval_id)
+    results = race(route, route, route)
     assert sorted(results) == ["nothing_to_do", "nothing_to_do", "routed"], results
     with app.app_context():
         notices = db.session.scalars(db.select(ApprovalNotice.user_id).where(
@@ -207,11 +183,8 @@ def test_two_workers_escalating_one_request_audit_it_once(app, factory):
     shop = staffed_shop(factory, managers=0)
     approval_id = unrouted(app, shop)
 
-    def route():
-        with app.app_context():
-            return approvals.route(approval_id)
-
-    results = at_once(route, route, route)
+    route = in_app(app, approvals.route, approval_id)
+    results = race(route, route, route)
     assert sorted(results) == ["escalated", "nothing_to_do", "nothing_to_do"], results
     with app.app_context():
         escalations = db.session.scalar(db.select(db.func.count()).select_from(
@@ -250,7 +223,7 @@ def test_the_requester_withdraws_and_the_approvers_are_told(app, factory, worker
 def test_a_withdrawal_racing_an_approval_ends_one_way(app, factory):
     for _ in range(ROUNDS):
         shop = filed_request(app, app.test_client(), factory)
-        results = at_once(
+        results = race(
             lambda: app.test_client().post(
                 f"/api/v1/approval_requests/{shop['approval_id']}/approve", json={},
                 headers=bearer(shop["manager_tokens"][0])),

@@ -4,12 +4,12 @@ unrecognised devices that never lock the real user out of a known device, the sa
 unknown e-mails, audit without the password; and `next` redirects never leave the site."""
 import itertools
 import re
-import threading
 import time
 
 import pytest
 
 from conftest import csrf_from
+from helpers import race
 
 ADDRESSES = (f"10.77.{n // 250}.{n % 250 + 1}" for n in itertools.count())
 
@@ -34,10 +34,10 @@ def browser_from(app):
         return client, address
 
     yield make
-    from blueprints.auth import login_throttle
+    from blueprints.auth import signin_throttle
 
     with app.test_request_context():
-        throttle = login_throttle()
+        throttle = signin_throttle()
         for address in used:
             throttle.clear(address=address)
 
@@ -214,19 +214,12 @@ def test_concurrent_guesses_check_no_more_passwords_than_the_limit(
             client.environ_base["REMOTE_ADDR"] = address
             clients.append((client, address, csrf_from(client.get("/login"))))
         checked.clear()
-        barrier = threading.Barrier(len(clients))
-        statuses = []
 
         def guess(client, token):
-            barrier.wait()
-            statuses.append(client.post("/login", data={"email": email, "password": "wrong!",
-                                                        "csrf_token": token}).status_code)
+            return lambda: client.post("/login", data={
+                "email": email, "password": "wrong!", "csrf_token": token}).status_code
 
-        threads = [threading.Thread(target=guess, args=(c, t)) for c, _a, t in clients]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
+        statuses = race(*[guess(c, t) for c, _a, t in clients])
         assert sorted(set(statuses)) == [401, 429], statuses
         assert len(checked) <= 5, (spread, len(checked))
         assert statuses.count(401) == len(checked)
@@ -354,21 +347,12 @@ def test_concurrent_audited_writes_are_all_recorded_and_the_chain_holds(app, bro
     for n in range(24):
         client, address = browser_from()
         clients.append((client, address, csrf_from(client.get("/login"))))
-    barrier = threading.Barrier(len(clients))
-    statuses = []
-
     def guess(client, token, n):
-        barrier.wait()
-        statuses.append(client.post("/login", data={
+        return lambda: client.post("/login", data={
             "email": f"ghost-{n}-{time.monotonic_ns()}@test.example", "password": "x",
-            "csrf_token": token}).status_code)
+            "csrf_token": token}).status_code
 
-    threads = [threading.Thread(target=guess, args=(c, t, n))
-               for n, (c, _a, t) in enumerate(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    statuses = race(*[guess(c, t, n) for n, (c, _a, t) in enumerate(clients)])
     assert statuses == [401] * 24, statuses
     with app.app_context():
         audited = db.session.scalar(db.select(db.func.count()).select_from(AuditEvent).where(

@@ -69,7 +69,7 @@ def test_login_throttle_counts_each_client_behind_the_proxy(build_app, factory):
     """Behind a proxy, one client's wrong passwords must not lock out everyone else."""
     behind_proxy = build_app(TRUSTED_PROXIES=1, LOGIN_MAX_FAILURES_PER_IP=2,
                              LOGIN_MAX_FAILURES_PER_ACCOUNT=100)
-    from blueprints.auth import login_throttle
+    from blueprints.auth import signin_throttle
 
     guesser, colleague = "198.51.100.21", "198.51.100.22"
     user_id = factory.user("customer_service")
@@ -90,7 +90,7 @@ def test_login_throttle_counts_each_client_behind_the_proxy(build_app, factory):
     finally:
         with behind_proxy.test_request_context():
             for address in (guesser, colleague):
-                login_throttle().clear(address=address)
+                signin_throttle().clear(address=address)
 
 
 # --- headers ------------------------------------------------------------------------------------

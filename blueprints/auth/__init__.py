@@ -200,9 +200,6 @@ def signin_throttle():
                           window_seconds=config["LOGIN_LOCKOUT_SECONDS"])
 
 
-login_throttle = signin_throttle  # the tests' and operators' name for it
-
-
 def _guarded(call):
     """Throttling fails open: a Redis outage must not lock every user out of the panel."""
     try:
