@@ -6,7 +6,7 @@ def register_blueprints(app):
     from blueprints.api_v1 import bp as api_v1
     from blueprints.api_v2 import bp as api_v2
     from blueprints.auth import bp as auth
-    from blueprints.cli import bp as cli
+    from commands import bp as cli
     from blueprints.docs import bp as docs
     from blueprints.health import bp as health
     from blueprints.orders import bp as orders

@@ -306,7 +306,7 @@ def test_procfile_names_web_worker_and_one_beat():
 
 
 def test_serve_starts_gunicorn_from_the_conf_file(monkeypatch):
-    from blueprints.cli.serve import gunicorn_argv
+    from commands.serve import gunicorn_argv
 
     monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
     argv = gunicorn_argv(5123)

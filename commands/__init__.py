@@ -23,7 +23,7 @@ def demo_seeding_allowed(app):
 @bp.cli.command("seed-demo")
 def seed_demo_command():
     """Fill an EMPTY database with the demo stores, catalogue, customers, orders and users."""
-    from blueprints.cli.demo import DEMO_PASSWORD, USERS, database_is_empty, seed_demo
+    from commands.demo import DEMO_PASSWORD, USERS, database_is_empty, seed_demo
 
     if not demo_seeding_allowed(current_app):
         raise click.ClickException(
@@ -53,7 +53,7 @@ def seed_demo_command():
 @click.option("--count", type=click.IntRange(1, 20000), default=2000, show_default=True)
 def demo_orders_command(store_id, count):
     """Add COUNT fresh pending orders to a demo store (to try a bulk cancel of thousands)."""
-    from blueprints.cli.demo import add_open_orders
+    from commands.demo import add_open_orders
 
     if not demo_seeding_allowed(current_app):
         raise click.ClickException("demo orders are only added in demo mode (development).")
@@ -174,7 +174,7 @@ def simulate_failures(kind, times, always, off):
 
 def _use_running_embedded_redis():
     """Without REDIS_URL, talk to the embedded Redis of a running `flask serve` (if any)."""
-    from blueprints.cli.serve import REDIS_URL_FILE
+    from commands.serve import REDIS_URL_FILE
 
     if os.environ.get("REDIS_URL") or not REDIS_URL_FILE.exists():
         return
@@ -191,7 +191,7 @@ def _use_running_embedded_redis():
 def serve_command():
     """Run everything `make run` needs: Redis (embedded unless REDIS_URL is set), migrations,
     demo data on an empty development database, a Celery worker with beat, and gunicorn."""
-    from blueprints.cli.serve import serve
+    from commands.serve import serve
 
     raise SystemExit(serve())
 
@@ -200,7 +200,7 @@ def serve_command():
 def bench_command():
     """`make bench`: seed a database of its own, run gunicorn and a worker, measure bulk and
     single cancels, the set-based floor, the orders list and the worker's memory."""
-    from blueprints.cli.bench import Settings, run
+    from commands.bench import Settings, run
 
     raise SystemExit(run(Settings()))
 

@@ -237,7 +237,7 @@ def start_redis(folder):
     url = os.environ.get("REDIS_URL")
     if url:
         return url, None
-    from blueprints.cli import serve
+    from commands import serve
 
     serve.REDIS_URL_FILE = folder / "embedded-redis.url"
     saved, config.INSTANCE = config.INSTANCE, folder
@@ -817,7 +817,7 @@ def run_floor(engine, data):
 # --- processes ---------------------------------------------------------------------------------
 
 def start_processes(children, env, folder, settings, port):
-    from blueprints.cli import serve
+    from commands import serve
 
     worker_argv = [sys.executable, "-m", "tasks",
                    "--concurrency", str(settings.concurrency), "--loglevel", settings.log_level,
@@ -1340,7 +1340,7 @@ def print_report(figures, settings, database_label):
 
 def run(settings):
     from app import create_app
-    from blueprints.cli import serve
+    from commands import serve
     from models import db
 
     folder = Path(tempfile.mkdtemp(prefix="cancel-desk-bench-"))

@@ -97,8 +97,8 @@ def prepare_database():
     from flask_migrate import upgrade
 
     from app import create_app
-    from blueprints.cli import demo_seeding_allowed
-    from blueprints.cli.demo import DEMO_PASSWORD, USERS, database_is_empty, seed_demo
+    from commands import demo_seeding_allowed
+    from commands.demo import DEMO_PASSWORD, USERS, database_is_empty, seed_demo
     from models import User, db
 
     app = create_app()
