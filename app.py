@@ -67,6 +67,9 @@ def create_app(overrides=None, env=None):
     from blueprints.admin import init_admin
     init_admin(app)
 
+    from commands import register as register_commands
+    register_commands(app)
+
     _request_ids(app)
     _security_headers(app)
     return app

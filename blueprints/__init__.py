@@ -6,13 +6,12 @@ def register_blueprints(app):
     from blueprints.api_v1 import bp as api_v1
     from blueprints.api_v2 import bp as api_v2
     from blueprints.auth import bp as auth
-    from commands import bp as cli
     from blueprints.docs import bp as docs
     from blueprints.health import bp as health
     from blueprints.orders import bp as orders
 
     _rate_limit(app, api_v2)
-    for blueprint in (auth, orders, api, api_v1, api_v2, docs, health, cli):
+    for blueprint in (auth, orders, api, api_v1, api_v2, docs, health):
         app.register_blueprint(blueprint)
     from blueprints.approvals import bp as approvals
     app.register_blueprint(approvals)

@@ -1,17 +1,28 @@
-"""`flask` commands: seed-demo, demo-orders, users, tokens, simulate, serve, bench."""
+"""The `flask` commands: seed-demo, demo-orders, users, tokens, simulate, serve.
+
+Tools, not a part of the web app: the app factory adds them to `app.cli` (register). The
+benchmark harness is not here either: it is `bench/` at the top of the repository (`make bench`),
+outside the installed packages."""
 import os
 from datetime import timedelta
 
 import click
-from flask import Blueprint, current_app
+from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy import func, select
 
 from models import ApiToken, Order, Role, Store, User, db, utcnow
 
-bp = Blueprint("cli", __name__, cli_group=None)
+# Every command runs inside an app context (AppGroup wraps them); register adds them to app.cli.
+cli = AppGroup("cancel-desk")
 
 ROLES = [role.value for role in Role]
+
+
+def register(app):
+    """Add the commands to the app's `flask` CLI (called by create_app)."""
+    for command in cli.commands.values():
+        app.cli.add_command(command)
 
 
 def demo_seeding_allowed(app):
@@ -20,7 +31,7 @@ def demo_seeding_allowed(app):
         os.environ.get("CANCEL_DESK_ENV", "development") != "production"
 
 
-@bp.cli.command("seed-demo")
+@cli.command("seed-demo")
 def seed_demo_command():
     """Fill an EMPTY database with the demo stores, catalogue, customers, orders and users."""
     from commands.demo import DEMO_PASSWORD, USERS, database_is_empty, seed_demo
@@ -47,7 +58,7 @@ def seed_demo_command():
         click.echo(f"  {email:<24} {role:<17} {where}")
 
 
-@bp.cli.command("demo-orders")
+@cli.command("demo-orders")
 @click.option("--store", "store_id", type=int, default=1, show_default=True,
               help="the demo store: 1 Downtown, 2 Uptown")
 @click.option("--count", type=click.IntRange(1, 20000), default=2000, show_default=True)
@@ -67,7 +78,7 @@ def demo_orders_command(store_id, count):
 # -- users ---------------------------------------------------------------------------------------
 
 users_cli = AppGroup("users", help="Create and list staff accounts.")
-bp.cli.add_command(users_cli)
+cli.add_command(users_cli)
 
 
 @users_cli.command("create")
@@ -121,7 +132,7 @@ def list_users():
 # -- tokens --------------------------------------------------------------------------------------
 
 tokens_cli = AppGroup("tokens", help="Issue API bearer tokens.")
-bp.cli.add_command(tokens_cli)
+cli.add_command(tokens_cli)
 
 
 @tokens_cli.command("create")
@@ -148,7 +159,7 @@ def create_token(email, name, days):
 
 simulate_cli = AppGroup("simulate", help="Make the simulated payment gateway or mail relay "
                                             "fail, to try the failure paths.")
-bp.cli.add_command(simulate_cli)
+cli.add_command(simulate_cli)
 
 
 @simulate_cli.command("failures")
@@ -187,7 +198,7 @@ def _use_running_embedded_redis():
 
 # -- serve ---------------------------------------------------------------------------------------
 
-@bp.cli.command("serve")
+@cli.command("serve")
 def serve_command():
     """Run everything `make run` needs: Redis (embedded unless REDIS_URL is set), migrations,
     demo data on an empty development database, a Celery worker with beat, and gunicorn."""
@@ -196,13 +207,4 @@ def serve_command():
     raise SystemExit(serve())
 
 
-@bp.cli.command("bench")
-def bench_command():
-    """`make bench`: seed a database of its own, run gunicorn and a worker, measure bulk and
-    single cancels, the set-based floor, the orders list and the worker's memory."""
-    from commands.bench import Settings, run
-
-    raise SystemExit(run(Settings()))
-
-
-__all__ = ["bp"]
+__all__ = ["register"]
