@@ -92,6 +92,12 @@ def gunicorn_argv(port):
             "app:create_app()"]
 
 
+def worker_argv(*options):
+    """Celery's own `celery -A tasks.worker worker` (as `python -m celery`, with this Python),
+    given its options."""
+    return [sys.executable, "-m", "celery", "-A", "tasks.worker", "worker", *options]
+
+
 def prepare_database():
     """Migrate, then seed the demo data when the database is empty and this is demo mode."""
     from flask_migrate import upgrade
@@ -126,7 +132,9 @@ class Children:
         self.processes = {}
 
     def start(self, name, argv, env):
-        log(f"starting {name}: {' '.join(argv[2:] if argv[0] == sys.executable else argv)}")
+        shown = ["celery", *argv[3:]] if argv[1:3] == ["-m", "celery"] else \
+            argv[2:] if argv[0] == sys.executable else argv
+        log(f"starting {name}: {' '.join(shown)}")
         self.processes[name] = subprocess.Popen(argv, env=env, cwd=str(config.ROOT))
 
     def first_dead(self):
@@ -176,10 +184,9 @@ def serve():
         os.environ.update(env)
         demo = prepare_database()
 
-        children.start("celery worker", [
-            sys.executable, "-m", "tasks", "-B",
-            "-s", str(config.INSTANCE / "celerybeat-schedule"), "--concurrency", "2",
-            "--loglevel", "INFO"], env)
+        children.start("celery worker", worker_argv(
+            "-B", "-s", str(config.INSTANCE / "celerybeat-schedule"), "--concurrency", "2",
+            "--loglevel", "INFO"), env)
         children.start("gunicorn", gunicorn_argv(port), env)
         _announce(port, demo)
         while True:

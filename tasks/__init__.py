@@ -7,8 +7,6 @@ DELIVERY_QUEUE = "cancel_desk.deliveries"
 
 
 def celery_init_app(app):
-    # Imported here, not at the top: `python -m tasks` (tasks/__main__.py) imports this package
-    # first and chooses what Celery's imports may load before they run.
     from celery import Celery, Task
     from celery.signals import setup_logging, task_failure, worker_ready
     from kombu import Queue

@@ -1,4 +1,4 @@
-"""The worker's Celery app (`python -m tasks`, `celery -A tasks.worker ...`), built once."""
+"""The worker's Celery app (`celery -A tasks.worker worker ...`, `... beat`), built once."""
 import config
 
 config.load_env_files()  # before the app reads its settings; the environment still wins

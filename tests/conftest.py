@@ -103,7 +103,7 @@ class Worker:
     def start(self):
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tasks", "-B",
+            [sys.executable, "-m", "celery", "-A", "tasks.worker", "worker", "-B",
              "-s", str(Path(self.folder) / "beat-schedule"), "--concurrency", "2",
              "--loglevel", "INFO", "--hostname", f"test-{os.getpid()}@%h"],
             cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)

@@ -65,7 +65,7 @@ class WorkerGroup:
     def start(self):
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tasks", "-B",
+            [sys.executable, "-m", "celery", "-A", "tasks.worker", "worker", "-B",
              "-s", str(self.folder / f"beat-{time.monotonic_ns()}"), "--concurrency", "2",
              "--loglevel", "INFO", "--hostname", f"fault-{os.getpid()}-{time.monotonic_ns()}@%h"],
             cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,

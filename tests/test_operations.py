@@ -204,8 +204,8 @@ def test_worker_logs_json_with_task_and_logs_failed_tasks(app, worker_env, tmp_p
     own = Worker(env, tmp_path)
     own.log = open(own.log_path, "ab")
     own.process = subprocess.Popen(
-        [sys.executable, "-m", "tasks", "-Q", queue, "--concurrency", "1", "--loglevel", "INFO",
-         "--hostname", f"{queue}@%h"],
+        [sys.executable, "-m", "celery", "-A", "tasks.worker", "worker", "-Q", queue,
+         "--concurrency", "1", "--loglevel", "INFO", "--hostname", f"{queue}@%h"],
         cwd=tmp_path, env=env, stdout=own.log, stderr=subprocess.STDOUT)
     try:
         celery = app.extensions["celery"]
@@ -301,7 +301,8 @@ def test_procfile_names_web_worker_and_one_beat():
     entries = dict(line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines()
                    if line.strip() and not line.startswith("#"))
     assert "gunicorn -c gunicorn.conf.py 'app:create_app()'" in entries["web"]
-    assert "python -m tasks" in entries["worker"] and "-B" not in entries["worker"].split()
+    assert "celery -A tasks.worker worker" in entries["worker"]
+    assert "-B" not in entries["worker"].split()
     assert "celery -A tasks.worker beat" in entries["beat"]
 
 
