@@ -51,8 +51,9 @@ run: $(STAMP)
 test: $(STAMP)
 	PYTHONNODEBUGRANGES=1 $(BIN)/pytest $(PYTEST_ARGS)
 
+# The harness is bench/ (`python -m bench` from here), a tool outside the installed packages.
 bench: $(STAMP)
-	$(BIN)/flask --app app bench
+	$(BIN)/python -m bench
 
 # ruff also reports a file that does not parse, so no separate byte-compile step is needed.
 # The import-linter contracts are in pyproject.toml; --no-cache leaves no cache folder behind.

@@ -1,4 +1,4 @@
-"""`flask bench` (what `make bench` runs): a reproducible benchmark of the cancel paths.
+"""`python -m bench` (what `make bench` runs): a reproducible benchmark of the cancel paths.
 
 One run, start to finish:
 
@@ -15,7 +15,8 @@ One run, start to finish:
 4. (b) the floor: the row changes of cancelling the (b) set done as set-based SQL in ONE
    transaction, in this process, before any server runs;
 5. the real processes: gunicorn serving `app:create_app()` and one worker
-   `python -m tasks --concurrency 2` (no beat unless BENCH_BEAT=1), CANCEL_DESK_ENV=production;
+   `celery -A tasks.worker worker --concurrency 2` (no beat unless BENCH_BEAT=1),
+   CANCEL_DESK_ENV=production;
 6. (d) the orders list page, (c) single cancels through the API (paced, then closed loop),
    (a) the bulk cancel through the API; every cancel's effects are verified in the database;
 7. a table, then — as the last line of stdout — one JSON object with the headline figures.
@@ -819,9 +820,9 @@ def run_floor(engine, data):
 def start_processes(children, env, folder, settings, port):
     from commands import serve
 
-    worker_argv = [sys.executable, "-m", "tasks",
-                   "--concurrency", str(settings.concurrency), "--loglevel", settings.log_level,
-                   "--hostname", f"bench-{os.getpid()}@%h"]
+    worker_argv = serve.worker_argv(
+        "--concurrency", str(settings.concurrency), "--loglevel", settings.log_level,
+        "--hostname", f"bench-{os.getpid()}@%h")
     if settings.beat:
         worker_argv += ["-B", "-s", str(folder / "celerybeat-schedule")]
     web_argv = serve.gunicorn_argv(port)
@@ -830,7 +831,8 @@ def start_processes(children, env, folder, settings, port):
     for name, argv, logfile in (("celery worker", worker_argv, "worker.log"),
                                 ("gunicorn", web_argv, "gunicorn.log")):
         out = open(folder / logfile, "ab")
-        log(f"starting {name}: {' '.join(argv[2:])}  (log: {folder / logfile})")
+        shown = ["celery", *argv[3:]] if argv[1:3] == ["-m", "celery"] else argv[2:]
+        log(f"starting {name}: {' '.join(shown)}  (log: {folder / logfile})")
         children.processes[name] = subprocess.Popen(
             argv, env=env, cwd=str(config.ROOT), stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True)
