@@ -13,10 +13,9 @@ from datetime import timedelta
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from cancellation.errors import CancelDeskError, ValidationFailed
 from models import db, utcnow
 from models.idempotency import IdempotencyKey
-
-from cancellation.errors import CancelDeskError, ValidationFailed
 
 TTL = timedelta(hours=24)
 # A key still "in progress" this long after it was taken belongs to a request that died with its

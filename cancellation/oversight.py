@@ -1,9 +1,10 @@
 """Oversight: cancellation analytics, abuse monitoring, the compliance report, the audit log's
-queries and redaction, and login throttling.
+queries and redaction. (Sign-in throttling is `cancellation.signin`.)
 
 Everything here reads with aggregate SQL (GROUP BY, COUNT over indexed columns) or streams with
 `yield_per`, so the dashboard and the exports stay cheap however many cancellations there are.
-Nothing here ever blocks a cancellation: abuse monitoring only raises a flag for a person to look at.
+Nothing here ever blocks a cancellation: abuse monitoring only raises a flag for a person to look
+at.
 """
 import csv
 import io
@@ -17,15 +18,27 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import selectinload
 
-from models import (
-    AbuseFlag, ApprovalRequest, AuditEvent, Cancellation, CancellationItem, Order, OrderItem,
-    Product, Setting, Store, User, db, isoformat, money, utcnow,
-)
-
 from cancellation.audit import SYSTEM, record
 from cancellation.errors import NotFound, ValidationFailed
 from cancellation.privacy import redact
 from cancellation.reasons import label_for
+from models import (
+    AbuseFlag,
+    ApprovalRequest,
+    AuditEvent,
+    Cancellation,
+    CancellationItem,
+    Order,
+    OrderItem,
+    Product,
+    Setting,
+    Store,
+    User,
+    db,
+    isoformat,
+    money,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +222,8 @@ def cancellation_stats(user, period, store_id=None):
 
 
 def pending_approvals_count(user):
-    query = (select(func.count(ApprovalRequest.id)).join(Order, Order.id == ApprovalRequest.order_id)
+    query = (select(func.count(ApprovalRequest.id))
+             .join(Order, Order.id == ApprovalRequest.order_id)
              .where(ApprovalRequest.status.in_(("pending", "escalated"))))
     scope = store_scope(user)
     if scope is not None:

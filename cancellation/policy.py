@@ -6,11 +6,10 @@ or may they not at all — and why". The panel, both APIs, previews and bulk job
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from models import Order, Role, Setting, money, utcnow
-from models.order import CANCELLABLE_STATUSES, OrderStatus, ShipmentStatus
-
 from cancellation.errors import Blocked, ConcurrentModification, Forbidden, InvalidState, NotFound
 from cancellation.reasons import CancellationReason
+from models import Order, Role, Setting, money, utcnow
+from models.order import CANCELLABLE_STATUSES, OrderStatus, ShipmentStatus
 
 # Capabilities are what routes check (one Flask-Principal permission each), never roles.
 CAPABILITIES = {

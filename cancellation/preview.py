@@ -2,7 +2,12 @@
 from cancellation.errors import CancelDeskError
 from cancellation.impact import plan_full_cancel
 from cancellation.policy import (
-    approval_reasons, blockers_of, can, check_may_cancel, check_state, require_visible,
+    approval_reasons,
+    blockers_of,
+    can,
+    check_may_cancel,
+    check_state,
+    require_visible,
 )
 from cancellation.privacy import mask_email
 from models import db, money

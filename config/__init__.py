@@ -200,6 +200,8 @@ def load(name=None):
     """Settings for the named environment (CANCEL_DESK_ENV, default development)."""
     name = name or os.environ.get("CANCEL_DESK_ENV", "development")
     try:
-        return CONFIGS[name].from_env()
+        config = CONFIGS[name]
     except KeyError:
-        raise RuntimeError(f"unknown CANCEL_DESK_ENV {name!r}; use one of {sorted(CONFIGS)}")
+        raise RuntimeError(
+            f"unknown CANCEL_DESK_ENV {name!r}; use one of {sorted(CONFIGS)}") from None
+    return config.from_env()

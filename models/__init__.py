@@ -37,21 +37,19 @@ def money(cents):
     return f"{sign}{cents // 100}.{cents % 100:02d}"
 
 
+from models.audit import AuditChainHead, AuditEvent  # noqa: E402
+from models.bulk import BulkJob, BulkJobItem  # noqa: E402
+from models.cancellation import ApprovalRequest, Cancellation, CancellationItem  # noqa: E402
+from models.customer import Customer, LoyaltyEntry, LoyaltyKind  # noqa: E402
+from models.delivery import DeliveryStatus, MailMessage, Notification, Refund, SimulatedPayout  # noqa: E402
+from models.idempotency import IdempotencyKey  # noqa: E402
+from models.inventory import Product, StockLevel  # noqa: E402
+from models.jobs import CancelJob  # noqa: E402
+from models.order import Order, OrderItem, OrderStatus, PaymentStatus, ShipmentStatus  # noqa: E402
+from models.oversight import AbuseFlag  # noqa: E402
+from models.setting import Setting  # noqa: E402
 from models.store import Store  # noqa: E402
 from models.user import ApiToken, LoginSession, Role, User, user_stores  # noqa: E402
-from models.customer import Customer, LoyaltyEntry, LoyaltyKind  # noqa: E402
-from models.inventory import Product, StockLevel  # noqa: E402
-from models.order import Order, OrderItem, OrderStatus, PaymentStatus, ShipmentStatus  # noqa: E402
-from models.cancellation import ApprovalRequest, Cancellation, CancellationItem  # noqa: E402
-from models.delivery import (  # noqa: E402
-    DeliveryStatus, MailMessage, Notification, Refund, SimulatedPayout,
-)
-from models.audit import AuditChainHead, AuditEvent  # noqa: E402
-from models.setting import Setting  # noqa: E402
-from models.idempotency import IdempotencyKey  # noqa: E402
-from models.jobs import CancelJob  # noqa: E402
-from models.oversight import AbuseFlag  # noqa: E402
-from models.bulk import BulkJob, BulkJobItem  # noqa: E402
 
 __all__ = [
     "db", "utcnow", "isoformat", "money", "Store", "ApiToken", "LoginSession", "Role", "User",

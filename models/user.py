@@ -5,7 +5,17 @@ import secrets
 from datetime import datetime, timedelta
 
 from sqlalchemy import (
-    Boolean, Column, DateTime, ForeignKey, Integer, String, Table, event, func, inspect, select,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Table,
+    event,
+    func,
+    inspect,
+    select,
     update,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship

@@ -17,14 +17,22 @@ from sqlalchemy import func, select, update
 from wtforms import PasswordField, SelectChoice, SelectField
 from wtforms.validators import Length, Optional, ValidationError
 
+from blueprints.auth import sign_in
 from cancellation.audit import AuditContext, record
 from models import (
-    ApiToken, LoginSession, Product, Role, Setting, StockLevel, Store, User, db, utcnow,
+    ApiToken,
+    LoginSession,
+    Product,
+    Role,
+    Setting,
+    StockLevel,
+    Store,
+    User,
+    db,
+    utcnow,
 )
 from models.setting import DEFAULTS
 from models.user import normalise_email
-
-from blueprints.auth import sign_in
 
 MIN_PASSWORD_LENGTH = 10
 

@@ -7,17 +7,14 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from markupsafe import Markup
 
-from cancellation import CancelDeskError, ConcurrentModification, ValidationFailed, approvals
-from cancellation.policy import approval_reasons
-from models import utcnow
-
 from blueprints.api_common import audit_context
 from blueprints.approvals.forms import ApprovalRequestForm, DecisionForm
 from blueprints.auth import safe_next
 from blueprints.auth.permissions import permission, requires
-from blueprints.orders import (
-    DOMAIN_FIELDS, cancel_request_from, load_order, render_cancel_page,
-)
+from blueprints.orders import DOMAIN_FIELDS, cancel_request_from, load_order, render_cancel_page
+from cancellation import CancelDeskError, ConcurrentModification, ValidationFailed, approvals
+from cancellation.policy import approval_reasons
+from models import utcnow
 
 bp = Blueprint("approvals", __name__, static_folder="static",
                static_url_path="/static/approvals")

@@ -5,16 +5,21 @@ Read-only by design: audit events are append-only, so nothing here (or anywhere)
 deletes one. Store managers see the events of their stores only.
 """
 from flask import (
-    Blueprint, Response, current_app, render_template, request, stream_with_context, url_for,
+    Blueprint,
+    Response,
+    current_app,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
 )
 from flask_login import current_user
 from sqlalchemy import func, select
 
-from cancellation import oversight, verify_chain
-from models import AuditEvent, Order, db, utcnow
-
 from blueprints.auth.permissions import permission, requires
 from blueprints.orders import audit_changes
+from cancellation import oversight, verify_chain
+from models import AuditEvent, Order, db, utcnow
 
 bp = Blueprint("audit", __name__, url_prefix="/audit")
 

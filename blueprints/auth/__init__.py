@@ -5,8 +5,17 @@ from urllib.parse import urlsplit
 
 import redis
 from flask import (
-    Blueprint, current_app, flash, g, jsonify, make_response, redirect, render_template, request,
-    session, url_for,
+    Blueprint,
+    current_app,
+    flash,
+    g,
+    jsonify,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
 )
 from flask.sessions import SecureCookieSessionInterface
 from flask_login import LoginManager, current_user, login_required, login_user, logout_user
@@ -16,16 +25,15 @@ from itsdangerous import BadData, URLSafeTimedSerializer
 from werkzeug.exceptions import HTTPException
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from cancellation import CancelDeskError
-from cancellation.audit import AuditContext, record
-from cancellation.signin import Lockout, SignInThrottle
-from cancellation.policy import capabilities_of
-from cancellation.privacy import mask_email
-from models import ApiToken, LoginSession, User, db
-from models.user import normalise_email
-
 from blueprints.auth.forms import LoginForm, LogoutForm
 from blueprints.auth.permissions import is_api_request
+from cancellation import CancelDeskError
+from cancellation.audit import AuditContext, record
+from cancellation.policy import capabilities_of
+from cancellation.privacy import mask_email
+from cancellation.signin import Lockout, SignInThrottle
+from models import ApiToken, LoginSession, User, db
+from models.user import normalise_email
 
 bp = Blueprint("auth", __name__)
 

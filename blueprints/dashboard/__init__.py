@@ -5,12 +5,11 @@ from pathlib import Path
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from cancellation import CancelDeskError, oversight
-from models import utcnow
-
 from blueprints.api_common import audit_context
 from blueprints.auth.permissions import permission, requires
 from blueprints.orders.forms import ActionForm
+from cancellation import CancelDeskError, oversight
+from models import utcnow
 
 bp = Blueprint("dashboard", __name__)
 

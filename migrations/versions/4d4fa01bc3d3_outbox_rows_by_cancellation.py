@@ -6,7 +6,6 @@ Create Date: 2026-11-22 07:13:23.098046
 
 """
 from alembic import op
-import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.

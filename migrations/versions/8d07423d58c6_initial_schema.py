@@ -1,7 +1,7 @@
 """initial schema
 
 Revision ID: 8d07423d58c6
-Revises: 
+Revises:
 Create Date: 2026-11-22 01:48:11.219119
 
 """
