@@ -20,18 +20,22 @@ import uuid
 
 import pytest
 import schemathesis
-from schemathesis.config import PositiveDataAcceptanceConfig
 from flask import request, request_finished
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
+from schemathesis.config import PositiveDataAcceptanceConfig
 from schemathesis.specs.openapi.checks import (
-    content_type_conformance, negative_data_rejection, positive_data_acceptance,
-    response_schema_conformance, status_code_conformance,
+    content_type_conformance,
+    negative_data_rejection,
+    positive_data_acceptance,
+    response_schema_conformance,
+    status_code_conformance,
 )
 
 from blueprints.api_common.schemas import ID_MAX
+
 from conftest import Factory, cancel
 
 MAX_EXAMPLES = 25

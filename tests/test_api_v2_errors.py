@@ -12,7 +12,13 @@ from urllib.parse import quote
 import pytest
 
 from conftest import (
-    RUNBOOK_BODY, assert_api_error, bearer, order_state, v2_cancel, v2_headers, v2_wait_cancel,
+    RUNBOOK_BODY,
+    assert_api_error,
+    bearer,
+    order_state,
+    v2_cancel,
+    v2_headers,
+    v2_wait_cancel,
 )
 
 

@@ -9,7 +9,13 @@ from datetime import timedelta
 import pytest
 
 from conftest import (
-    RUNBOOK_BODY, assert_api_error, bearer, order_state, v2_cancel, v2_headers, v2_wait_cancel,
+    RUNBOOK_BODY,
+    assert_api_error,
+    bearer,
+    order_state,
+    v2_cancel,
+    v2_headers,
+    v2_wait_cancel,
     wait_for,
 )
 
@@ -78,7 +84,7 @@ def test_same_key_same_body_replays_the_stored_answer(app, client, ops, worker):
     assert first.status_code == 202 and "Idempotent-Replayed" not in first.headers
     # The same JSON, formatted and ordered differently, is the same request.
     raw = json.dumps(dict(reversed(list(RUNBOOK_BODY.items()))), indent=2)
-    for attempt in range(3):
+    for _attempt in range(3):
         again = client.post(cancel_path(ops["order_id"]), data=raw,
                             content_type="application/json",
                             headers=v2_headers(ops["token"], key=key))

@@ -10,6 +10,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from blueprints.api_common import responses as out
+
 from conftest import RUNBOOK_BODY, bearer, v2_cancel, v2_headers, v2_wait_cancel, wait_for
 
 
@@ -250,7 +251,7 @@ def test_real_responses_match_the_document(app, factory, worker, document):
         checked.setdefault((method, path), set()).add((status, name))
     # Every v2 operation, and each v1 one called here, answered successfully at least once
     # (the fuzzer covers every operation of the document).
-    for path, method, operation in operations(document):
+    for path, method, _operation in operations(document):
         if path.startswith("/api/v2/") or (method, path) in checked:
             statuses = {s for s, _name in checked.get((method, path), set())}
             assert any(s < 300 for s in statuses), f"{method.upper()} {path} never succeeded"

@@ -5,7 +5,13 @@ import uuid
 import pytest
 
 from conftest import (
-    Factory, assert_api_error, bearer, cancel, order_state, v2_cancel, v2_wait_cancel,
+    Factory,
+    assert_api_error,
+    bearer,
+    cancel,
+    order_state,
+    v2_cancel,
+    v2_wait_cancel,
 )
 
 
@@ -20,8 +26,20 @@ def rows_of(model, *where):
 def deep_snapshot(app, order_id, user_id):
     """Every column of every row a cancellation could touch, plus counts of what it adds."""
     from models import (
-        ApiToken, ApprovalRequest, AuditEvent, CancelJob, Cancellation, Customer,
-        IdempotencyKey, LoyaltyEntry, Notification, Order, OrderItem, Refund, StockLevel, db,
+        ApiToken,
+        ApprovalRequest,
+        AuditEvent,
+        CancelJob,
+        Cancellation,
+        Customer,
+        IdempotencyKey,
+        LoyaltyEntry,
+        Notification,
+        Order,
+        OrderItem,
+        Refund,
+        StockLevel,
+        db,
     )
 
     with app.app_context():
@@ -164,7 +182,14 @@ def effects(app, built):
     """What the cancellation actually did, in the preview's terms."""
     from cancellation.privacy import mask_email
     from models import (
-        Cancellation, Customer, LoyaltyEntry, Notification, Refund, StockLevel, db, money,
+        Cancellation,
+        Customer,
+        LoyaltyEntry,
+        Notification,
+        Refund,
+        StockLevel,
+        db,
+        money,
     )
 
     with app.app_context():

@@ -12,8 +12,14 @@ from datetime import datetime, timedelta
 import pytest
 
 from conftest import (
-    RUNBOOK_BODY, Factory, assert_api_error, order_state, v2_cancel, v2_headers,
-    v2_wait_cancel, wait_for,
+    RUNBOOK_BODY,
+    Factory,
+    assert_api_error,
+    order_state,
+    v2_cancel,
+    v2_headers,
+    v2_wait_cancel,
+    wait_for,
 )
 
 

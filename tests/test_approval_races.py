@@ -9,12 +9,12 @@ SELECT ... FOR UPDATE is a no-op, as on PostgreSQL.
 import time
 from datetime import timedelta
 
-from conftest import bearer
-from helpers import answer, in_app, race
-from test_approvals import JUSTIFICATION, ask, request_row, staffed_shop
-
 from cancellation.audit import verify_chain
 from models import ApprovalRequest, AuditEvent, Cancellation, Order, Refund, db, utcnow
+from test_approvals import JUSTIFICATION, ask, request_row, staffed_shop
+
+from conftest import bearer
+from helpers import answer, in_app, race
 
 ROUNDS = 4
 
@@ -48,19 +48,21 @@ def codes(responses):
     return sorted(answer(r) for r in responses)
 
 
+def decide(app, shop, action, token, **body):
+    """One contender for `race`: POST the request's `action` (approve, reject, withdraw) as the
+    holder of `token`. A function, so that each round's contenders hold that round's values."""
+    path = f"/api/v1/approval_requests/{shop['approval_id']}/{action}"
+    return lambda: app.test_client().post(path, json=body, headers=bearer(token))
+
+
 def test_approve_and_reject_at_once_exactly_one_wins(app, factory):
     outcomes = set()
     for _ in range(ROUNDS):
         client = app.test_client()
         shop = filed_request(app, client, factory)
         approver, rejecter = shop["manager_tokens"]
-        results = race(
-            lambda: app.test_client().post(
-                f"/api/v1/approval_requests/{shop['approval_id']}/approve", json={},
-                headers=bearer(approver)),
-            lambda: app.test_client().post(
-                f"/api/v1/approval_requests/{shop['approval_id']}/reject",
-                json={"comment": "No."}, headers=bearer(rejecter)))
+        results = race(decide(app, shop, "approve", approver),
+                       decide(app, shop, "reject", rejecter, comment="No."))
         assert not [r for r in results if isinstance(r, Exception)], results
         assert codes(results) in ([(200, None), (409, "approval_closed")],), \
             [r.get_data(as_text=True) for r in results]
@@ -84,11 +86,7 @@ def test_two_approvers_at_once_cancel_the_order_once(app, factory):
     for _ in range(ROUNDS):
         client = app.test_client()
         shop = filed_request(app, client, factory)
-        results = race(*[
-            (lambda token=token: app.test_client().post(
-                f"/api/v1/approval_requests/{shop['approval_id']}/approve", json={},
-                headers=bearer(token)))
-            for token in shop["manager_tokens"]])
+        results = race(*[decide(app, shop, "approve", token) for token in shop["manager_tokens"]])
         assert codes(results) == [(200, None), (409, "approval_closed")], \
             [r.get_data(as_text=True) for r in results]
         seen = effects(app, shop)
@@ -99,15 +97,13 @@ def test_two_approvers_at_once_cancel_the_order_once(app, factory):
 
 def test_two_rejections_at_once_record_one_decision(app, factory):
     shop = filed_request(app, app.test_client(), factory)
-    results = race(*[
-        (lambda token=token, n=n: app.test_client().post(
-            f"/api/v1/approval_requests/{shop['approval_id']}/reject",
-            json={"comment": f"No ({n})."}, headers=bearer(token)))
-        for n, token in enumerate(shop["manager_tokens"])])
+    results = race(*[decide(app, shop, "reject", token, comment=f"No ({n}).")
+                     for n, token in enumerate(shop["manager_tokens"])])
     assert codes(results) == [(200, None), (409, "approval_closed")]
     assert effects(app, shop)["decisions"] == ["approval.rejected"]
     winner = [r for r in results if r.status_code == 200][0]
-    assert request_row(app, shop["approval_id"])["comment"] == winner.json["approval_request"]["comment"]
+    assert (request_row(app, shop["approval_id"])["comment"]
+            == winner.json["approval_request"]["comment"])
 
 
 def test_a_decision_racing_the_expiry_sweep_ends_one_way(app, factory):
@@ -127,11 +123,8 @@ def test_a_decision_racing_the_expiry_sweep_ends_one_way(app, factory):
             with app.app_context():
                 return approvals.expire_overdue()
 
-        results = race(
-            lambda: app.test_client().post(
-                f"/api/v1/approval_requests/{shop['approval_id']}/reject",
-                json={"comment": "No."}, headers=bearer(shop["manager_tokens"][0])),
-            sweep)
+        results = race(decide(app, shop, "reject", shop["manager_tokens"][0], comment="No."),
+                       sweep)
         assert not [r for r in results if isinstance(r, Exception)], results
         decisions = effects(app, shop)["decisions"]
         assert len(decisions) == 1, decisions
@@ -223,13 +216,8 @@ def test_the_requester_withdraws_and_the_approvers_are_told(app, factory, worker
 def test_a_withdrawal_racing_an_approval_ends_one_way(app, factory):
     for _ in range(ROUNDS):
         shop = filed_request(app, app.test_client(), factory)
-        results = race(
-            lambda: app.test_client().post(
-                f"/api/v1/approval_requests/{shop['approval_id']}/approve", json={},
-                headers=bearer(shop["manager_tokens"][0])),
-            lambda: app.test_client().post(
-                f"/api/v1/approval_requests/{shop['approval_id']}/withdraw", json={},
-                headers=bearer(shop["token"])))
+        results = race(decide(app, shop, "approve", shop["manager_tokens"][0]),
+                       decide(app, shop, "withdraw", shop["token"]))
         assert codes(results) == [(200, None), (409, "approval_closed")], \
             [r.get_data(as_text=True) for r in results]
         status = request_row(app, shop["approval_id"])["status"]

@@ -3,13 +3,22 @@ stale, expired, escalated, self-approval — with a real worker delivering the e
 from datetime import timedelta
 
 import pytest
-from conftest import assert_api_error, bearer, cancel, order_state, wait_for
 
 from models import (
-    ApprovalRequest, AuditEvent, Cancellation, MailMessage, Order, Refund, Setting, User, db,
+    ApprovalRequest,
+    AuditEvent,
+    Cancellation,
+    MailMessage,
+    Order,
+    Refund,
+    Setting,
+    User,
+    db,
     utcnow,
 )
 from models.cancellation import ApprovalNotice
+
+from conftest import assert_api_error, bearer, cancel, order_state, wait_for
 
 JUSTIFICATION = "Customer called twice; the batch was recalled by the supplier."
 

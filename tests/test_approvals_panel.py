@@ -3,9 +3,9 @@
 import html
 import re
 
-from conftest import bearer, csrf_from, login
-
 from models import ApprovalRequest, Cancellation, Order, User, db
+
+from conftest import bearer, csrf_from, login
 
 JUSTIFICATION = "Supplier recalled the batch; customer agreed on the phone."
 

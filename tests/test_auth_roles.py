@@ -199,8 +199,9 @@ def test_inactive_users_token_is_401(app, client, factory):
 
 
 def test_revoked_and_expired_tokens_are_401(app, client, factory):
-    from models import ApiToken, User, db, utcnow
     from datetime import timedelta
+
+    from models import ApiToken, User, db, utcnow
 
     user_id = factory.user("admin")
     with app.app_context():

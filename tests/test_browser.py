@@ -1,9 +1,10 @@
 """Smoke test in a real browser: the cancel dialog from the list and, with its second
 confirmation, from the detail page of an order whose fulfillment has started."""
 import pytest
-from conftest import open_row_dialog, shot, sign_in
 
 from models import Order, db
+
+from conftest import open_row_dialog, shot, sign_in
 
 pytestmark = pytest.mark.browser
 

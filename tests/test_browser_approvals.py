@@ -1,9 +1,10 @@
 """In a real browser: fulfillment staff ask for approval through the cancel dialog, the store
 manager approves on /approvals, and the order is cancelled. Screenshots go to test-artifacts/."""
 import pytest
-from conftest import open_row_dialog, shot, sign_in
 
 from models import ApprovalRequest, Order, db
+
+from conftest import open_row_dialog, shot, sign_in
 
 pytestmark = pytest.mark.browser
 

@@ -4,9 +4,10 @@ watches the job page's progress bar reach 100% while a real worker cancels them.
 import re
 
 import pytest
-from conftest import shot, sign_in
 
 from models import BulkJob, Order, db
+
+from conftest import shot, sign_in
 
 pytestmark = pytest.mark.browser
 

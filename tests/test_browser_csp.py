@@ -4,6 +4,7 @@ work, and nothing on them is refused by the policy or fails in the console."""
 import os
 
 import pytest
+
 from conftest import ROOT, bearer, open_row_dialog, shot, sign_in, wait_for
 
 pytestmark = pytest.mark.browser

@@ -3,9 +3,10 @@ in the chart (drawn by the vendored Chart.js) and in the table beside it; the au
 import os
 
 import pytest
-from conftest import ROOT, open_row_dialog, shot, sign_in
 
 from models import utcnow
+
+from conftest import ROOT, open_row_dialog, shot, sign_in
 
 CHART_JS = ROOT / "static" / "vendor" / "chart.umd.js"
 

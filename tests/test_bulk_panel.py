@@ -3,9 +3,10 @@ its results and "Retry failed", the jobs list — with a real worker cancelling 
 import re
 
 import pytest
-from conftest import csrf_from, login, wait_for
 
 from models import BulkJob, BulkJobItem, Customer, Order, Setting, User, db
+
+from conftest import csrf_from, login, wait_for
 
 FINISHED = ("completed", "completed_with_errors", "failed")
 
@@ -181,7 +182,8 @@ def test_select_all_matching_resolves_the_filtered_orders_of_the_users_stores(
     listing = client.get("/", query_string={"q": name, "status": "pending"})
     page = text_of(listing)
     assert "Showing 1–3 of 3" in page
-    assert 'data-matching-total="3"' in page and "Select all 3 orders matching these filters" in page
+    assert 'data-matching-total="3"' in page
+    assert "Select all 3 orders matching these filters" in page
     csrf, newest = csrf_from(listing), hidden(page, "max_order_id")
     assert int(newest) == max(matching)
     later = factory.order(store["store_id"], lines, customer_id=customer_id)  # placed since

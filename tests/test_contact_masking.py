@@ -2,9 +2,9 @@
 see them — not through the order page's audit timeline, nor through v2's audit log."""
 import re
 
-from conftest import bearer, login
-
 from models import User, db
+
+from conftest import bearer, login
 
 CONTACT = "jane.roe@example.com"
 

@@ -1,5 +1,6 @@
 """The dashboard: it is the landing page, its numbers per reason / store / staff / day match the
-cancellations made, it is scoped to the viewer's stores, it is cheap, and it works without charts."""
+cancellations made, it is scoped to the viewer's stores, it is cheap, and it works without
+charts."""
 import json
 import re
 from datetime import timedelta
@@ -7,9 +8,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import event, text
 
-from conftest import cancel, login
-
 import blueprints.dashboard as dashboard_module
+
+from conftest import cancel, login
 
 
 def email_of(app, user_id):

@@ -265,8 +265,16 @@ def test_the_same_refund_task_dispatched_five_times_pays_once(app, client, facto
 def test_twelve_concurrent_cancels_cancel_once(app, factory, worker):
     from cancellation import verify_chain
     from models import (
-        AuditEvent, Cancellation, Customer, LoyaltyEntry, MailMessage, Notification, Refund,
-        SimulatedPayout, StockLevel, db,
+        AuditEvent,
+        Cancellation,
+        Customer,
+        LoyaltyEntry,
+        MailMessage,
+        Notification,
+        Refund,
+        SimulatedPayout,
+        StockLevel,
+        db,
     )
 
     shop = factory.shop(role="admin", quantity=4, points_earned=20, points_redeemed=50)

@@ -6,9 +6,7 @@ import re
 import select
 import socket
 import uuid
-from datetime import datetime
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo
 
 import pytest
 

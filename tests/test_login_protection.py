@@ -215,7 +215,7 @@ def test_concurrent_guesses_check_no_more_passwords_than_the_limit(
             clients.append((client, address, csrf_from(client.get("/login"))))
         checked.clear()
 
-        def guess(client, token):
+        def guess(client, token, email=email):
             return lambda: client.post("/login", data={
                 "email": email, "password": "wrong!", "csrf_token": token}).status_code
 
@@ -285,7 +285,8 @@ def test_next_never_leaves_the_site(app, factory, browser_from, target):
 def test_next_within_the_site_is_kept(app, factory, browser_from):
     user = factory.user("fulfillment", stores=[factory.store()])
     client, _ = browser_from()
-    response = attempt(client, email_of(app, user), "secret-pass", next_="/orders%3Fstatus%3Dpending")
+    response = attempt(client, email_of(app, user), "secret-pass",
+                       next_="/orders%3Fstatus%3Dpending")
     assert response.headers["Location"] == "/orders?status=pending"
     # Already signed in: /login?next=... redirects the same way.
     assert client.get("/login?next=//evil.example").headers["Location"] == "/dashboard"
@@ -344,7 +345,7 @@ def test_concurrent_audited_writes_are_all_recorded_and_the_chain_holds(app, bro
     from models import AuditEvent, db
 
     clients = []
-    for n in range(24):
+    for _ in range(24):
         client, address = browser_from()
         clients.append((client, address, csrf_from(client.get("/login"))))
     def guess(client, token, n):

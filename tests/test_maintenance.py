@@ -6,17 +6,34 @@ import threading
 import uuid
 
 import pytest
-from conftest import (
-    RUNBOOK_BODY, assert_api_error, bearer, cancel, csrf_from, login, order_state, v2_cancel,
-    v2_headers, wait_for,
-)
 
 from blueprints.api_common import responses as out
 from cancellation import maintenance
 from cancellation.audit import AuditContext
 from models import (
-    ApprovalRequest, AuditEvent, Cancellation, CancelJob, Order, Refund, Setting, StockLevel,
-    User, db,
+    ApprovalRequest,
+    AuditEvent,
+    CancelJob,
+    Cancellation,
+    Order,
+    Refund,
+    Setting,
+    StockLevel,
+    User,
+    db,
+)
+
+from conftest import (
+    RUNBOOK_BODY,
+    assert_api_error,
+    bearer,
+    cancel,
+    csrf_from,
+    login,
+    order_state,
+    v2_cancel,
+    v2_headers,
+    wait_for,
 )
 
 

@@ -3,13 +3,11 @@ import re
 from datetime import timedelta
 
 import pytest
-from conftest import csrf_from, login, wait_for
 
 from cancellation.adapters import set_failures
+from models import ApprovalRequest, Order, Refund, StockLevel, User, db, utcnow
 
-from models import (
-    ApprovalRequest, Order, Refund, StockLevel, User, db, utcnow,
-)
+from conftest import csrf_from, login, wait_for
 
 
 def email_of(app, user_id):

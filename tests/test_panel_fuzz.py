@@ -15,8 +15,7 @@ from datetime import date
 from urllib.parse import quote, quote_from_bytes
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
 from conftest import Factory, csrf_from, login
 
@@ -140,18 +139,21 @@ def get_routes(panel):
     }
 
 
+def fuzz_query_strings(client, path, names):
+    @FUZZ
+    @given(query=query_strings(names))
+    def fuzz(query):
+        assert_no_server_error(client.get(f"{path}?{query}"), f"GET {path}?{query}")
+
+    fuzz()
+
+
 @pytest.mark.parametrize("role", ["admin", "manager"])
 def test_no_page_fails_on_any_query_string(panel, role, subtests):
     client = panel["clients"][role]
     for path, names in get_routes(panel).items():
         with subtests.test(path=path):
-
-            @FUZZ
-            @given(query=query_strings(names))
-            def fuzz(query):
-                assert_no_server_error(client.get(f"{path}?{query}"), f"GET {path}?{query}")
-
-            fuzz()
+            fuzz_query_strings(client, path, names)
 
 
 # --- POST: every panel form's fields ---------------------------------------------------------
@@ -195,21 +197,23 @@ def form_bodies(base):
         + [f"{quote(name, safe='')}={value}" for name, value in changes[0]]))
 
 
+def fuzz_form(client, token, path, base):
+    @FUZZ
+    @given(fields=form_bodies(base))
+    def fuzz(fields):
+        body = f"csrf_token={quote(token, safe='')}&{fields}"
+        response = client.post(path, data=body, content_type="application/x-www-form-urlencoded")
+        assert_no_server_error(response, f"POST {path} {body}")
+
+    fuzz()
+
+
 @pytest.mark.parametrize("role", ["admin", "manager"])
 def test_no_form_fails_on_any_field_values(panel, role, subtests):
     client, token = panel["clients"][role], panel["csrf"][role]
     for path, base in post_routes(panel).items():
         with subtests.test(path=path):
-
-            @FUZZ
-            @given(fields=form_bodies(base))
-            def fuzz(fields):
-                body = f"csrf_token={quote(token, safe='')}&{fields}"
-                response = client.post(path, data=body,
-                                       content_type="application/x-www-form-urlencoded")
-                assert_no_server_error(response, f"POST {path} {body}")
-
-            fuzz()
+            fuzz_form(client, token, path, base)
 
 
 # --- the cases found, named ------------------------------------------------------------------

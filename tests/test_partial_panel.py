@@ -5,9 +5,9 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from conftest import csrf_from, login
-
 from models import ApprovalRequest, Order, OrderItem, StockLevel, User, db
+
+from conftest import csrf_from, login
 
 
 def sign_in(app, client, user_id):
@@ -328,8 +328,7 @@ def test_preview_of_another_stores_order_is_404(app, client, factory):
 @pytest.mark.browser
 def test_modify_dialog_in_the_browser(app, factory, live_server, page):
     """Quantities -> the server's live summary -> review -> confirm -> the updated page."""
-    from conftest import shot
-    from conftest import sign_in as browser_sign_in
+    from conftest import shot, sign_in as browser_sign_in
 
     shop = two_item_shop(app, factory, status="in_progress")
     browser_sign_in(app, page, live_server, shop["user_id"],
@@ -379,7 +378,7 @@ def test_cancel_and_modify_forms_ask_the_same_customer_request_fields(app, clien
         timezone = db.session.get(Order, shop["order_id"]).store.timezone
     fieldsets = re.findall(r'<fieldset class="customer-request[^"]*".*?</fieldset>', page, re.S)
     assert len(fieldsets) == 2  # the Cancel Order dialog and the Modify Order dialog
-    for mode, fieldset in zip(("modal", "modify"), fieldsets):
+    for mode, fieldset in zip(("modal", "modify"), fieldsets, strict=True):
         assert "js-customer-request d-none" in fieldset  # hidden until the reason asks for it
         assert "Customer contact" in fieldset and f"(store time, {timezone})" in fieldset
         for name in ("request_contact", "request_channel", "requested_at"):

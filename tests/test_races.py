@@ -14,15 +14,24 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from conftest import bearer, cancel, csrf_from, login, v2_headers, wait_for
-from helpers import answer, chain_ok, count, in_app, race
-
 from cancellation import CancelRequest
 from models import (
-    AuditEvent, BulkJob, BulkJobItem, Cancellation, CancelJob, IdempotencyKey, Order, Refund,
-    Setting, User, db, utcnow,
+    AuditEvent,
+    BulkJob,
+    BulkJobItem,
+    CancelJob,
+    Cancellation,
+    IdempotencyKey,
+    Order,
+    Refund,
+    Setting,
+    User,
+    db,
+    utcnow,
 )
 
+from conftest import bearer, cancel, csrf_from, login, v2_headers, wait_for
+from helpers import answer, chain_ok, count, in_app, race
 
 # --- cancel jobs: two workers given the same job -------------------------------------------
 

@@ -7,14 +7,21 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
-from conftest import bearer, cancel, csrf_from, login, wait_for
-from helpers import answer, chain_ok, count, in_app, race
-
 from cancellation.adapters import DeliveryError
 from models import (
-    AuditEvent, Cancellation, MailMessage, Notification, Refund, SimulatedPayout, User, db,
+    AuditEvent,
+    Cancellation,
+    MailMessage,
+    Notification,
+    Refund,
+    SimulatedPayout,
+    User,
+    db,
     utcnow,
 )
+
+from conftest import bearer, cancel, csrf_from, login, wait_for
+from helpers import answer, chain_ok, count, in_app, race
 
 
 class CountingGateway:

@@ -4,11 +4,18 @@ checked on its own, so one blocked instance never stops the rest — through API
 panel, and the maintenance queue."""
 import re
 
-from conftest import (
-    assert_api_error, bearer, cancel, csrf_from, login, v2_cancel, v2_wait_cancel, wait_for,
-)
+from models import ApprovalRequest, CancelJob, Cancellation, Order, Refund, StockLevel, User, db
 
-from models import ApprovalRequest, Cancellation, CancelJob, Order, Refund, StockLevel, User, db
+from conftest import (
+    assert_api_error,
+    bearer,
+    cancel,
+    csrf_from,
+    login,
+    v2_cancel,
+    v2_wait_cancel,
+    wait_for,
+)
 
 
 class Series:

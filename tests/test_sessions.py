@@ -10,10 +10,11 @@ from datetime import timedelta
 from http.cookies import SimpleCookie
 
 import pytest
-from conftest import bearer, csrf_from, login
-from helpers import race
 
 from models import ApiToken, AuditEvent, LoginSession, User, db, utcnow
+
+from conftest import bearer, csrf_from, login
+from helpers import race
 
 PASSWORD = "secret-pass"
 
@@ -191,7 +192,8 @@ def test_revoking_one_token_twice_at_once_revokes_it_once(app, factory):
     for _ in range(3):
         token = factory.token(user)
         clients = [app.test_client(), app.test_client()]
-        statuses = race(*[(lambda c=c: c.delete("/api/auth/token", headers=bearer(token)))
+        statuses = race(*[(lambda c=c, token=token: c.delete("/api/auth/token",
+                                                             headers=bearer(token)))
                           for c in clients])
         codes = sorted(r.status_code for r in statuses)
         # One revokes it; the other either lost the compare-and-set (409) or came after (401).
