@@ -73,10 +73,6 @@ class Decision:
     needs_approval: bool = False
     why: list = field(default_factory=list)
 
-    @property
-    def outcome(self):
-        return "approval_required" if self.needs_approval else "direct"
-
 
 def blockers_of(order, expected_version=None):
     """Every blocker present, as error instances, in the order SPEC §1 lists them."""

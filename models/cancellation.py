@@ -40,11 +40,6 @@ class Cancellation(db.Model):
     items = relationship("CancellationItem", back_populates="cancellation",
                          cascade="all, delete-orphan", order_by="CancellationItem.id")
 
-    @property
-    def needs_manual_handling(self):
-        return (self.flag_inventory_reconciliation or self.flag_manual_refund
-                or self.flag_manual_notification)
-
 
 class CancellationItem(db.Model):
     __tablename__ = "cancellation_items"

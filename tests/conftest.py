@@ -351,8 +351,16 @@ def assert_api_error(response, status, code=None):
 def order_state(app, order_id):
     """Everything a cancellation could touch for one order, as plain data to compare."""
     from models import (
-        ApprovalRequest, AuditEvent, Cancellation, Customer, LoyaltyEntry, Notification, Order,
-        Refund, StockLevel, db,
+        ApprovalRequest,
+        AuditEvent,
+        Cancellation,
+        Customer,
+        LoyaltyEntry,
+        Notification,
+        Order,
+        Refund,
+        StockLevel,
+        db,
     )
 
     def count(model, *where):

@@ -169,7 +169,7 @@ def assert_exactly_once(app, ids, stock_before, store_id, quantity_per_order):
             assert len(counts) == len(ids) and set(counts.values()) == {1}, model.__name__
     after = stock_of(app, store_id)
     for (product, on_hand, reserved), (_p, on_hand_after, reserved_after) in zip(
-            stock_before, after):
+            stock_before, after, strict=True):
         assert on_hand_after == on_hand, product
         assert reserved - reserved_after == len(ids) * quantity_per_order, product
 
