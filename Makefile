@@ -18,7 +18,8 @@ help:
 	@echo "make test     run the test suite (PYTEST_ARGS='-k cli' to pass arguments)"
 	@echo "make install  create .venv and install the app with its test dependencies"
 	@echo "make lint     ruff (pyflakes, pycodestyle, bugbear, isort) and the import layers (import-linter)"
-	@echo "make bench    benchmark: bulk/single cancels, list page, worker RSS (DATABASE_URL, REDIS_URL, BENCH_*)"
+	@echo "make bench    benchmark (python -m bench): bulk/single cancels, CPU per cancel, list + search,"
+	@echo "             worker memory against job size (DATABASE_URL, REDIS_URL, BENCH_*; see bench/run.py)"
 	@echo "make clean    delete the local database, embedded Redis files and caches"
 
 $(BIN)/python:
