@@ -7,16 +7,22 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 
 def tree(root):
-    """`root` and its descendants (live ones), root first."""
+    """`root` and its descendants (live ones), root first. Children are listed per thread that
+    forked them (billiard's pool forks replacements from a supervisor thread)."""
     pids, todo = [], [root]
     while todo:
         pid = todo.pop()
         pids.append(pid)
         try:
-            with open(f"/proc/{pid}/task/{pid}/children") as handle:
-                todo += [int(p) for p in handle.read().split()]
+            threads = os.listdir(f"/proc/{pid}/task")
         except OSError:
-            pass
+            continue
+        for thread in threads:
+            try:
+                with open(f"/proc/{pid}/task/{thread}/children") as handle:
+                    todo += [int(p) for p in handle.read().split()]
+            except OSError:
+                pass
     return pids
 
 
