@@ -11,6 +11,7 @@ import secrets
 
 from flask import current_app
 from sqlalchemy import insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from models import MailMessage, SimulatedPayout, db
@@ -46,15 +47,28 @@ def _consume_failure(kind):
 
 
 def _insert_once(model, values):
-    """Insert a row unique by idempotency_key; on a repeat return the row already there."""
+    """Insert a row unique by idempotency_key; on a repeat return the row already there. One
+    short transaction of its own (one statement unless it is a repeat)."""
     with db.engine.begin() as connection:
-        try:
-            connection.execute(insert(model).values(**values))
-        except IntegrityError:
-            pass
-    with db.engine.connect() as connection:
+        insert_ = _INSERTS.get(connection.dialect.name)
+        if insert_ is not None:
+            row = connection.execute(
+                insert_(model).values(**values)
+                .on_conflict_do_nothing(index_elements=["idempotency_key"])
+                .returning(*model.__table__.c)).first()
+            if row is not None:
+                return row
+        else:
+            try:
+                with connection.begin_nested():
+                    connection.execute(insert(model).values(**values))
+            except IntegrityError:
+                pass
         return connection.execute(
             select(model).where(model.idempotency_key == values["idempotency_key"])).one()
+
+
+_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
 class SimulatedGateway:

@@ -96,6 +96,26 @@ def record_many(actor, action, events, *, target_type, context=None):
     return len(rows)
 
 
+def record_each(actor, events, *, context=None):
+    """Append one event per dict of `events` (action, target_type, target_id, store_id,
+    order_id, before, after) — each its own action — in a single INSERT, chained in the given
+    order: what one outbox delivery settled. Take this lock last. Returns how many."""
+    if not events:
+        return 0
+    context = context or SYSTEM
+    head = _lock_head()
+    rows = []
+    for given in events:
+        row = SimpleNamespace(**_event_values(
+            actor, given["action"], given["target_type"], given.get("target_id"),
+            given.get("store_id"), given.get("order_id"), given.get("before"),
+            given.get("after"), context))
+        _chain(row, head)
+        rows.append(vars(row))
+    db.session.execute(insert(AuditEvent.__table__), rows)  # Core: no ORM bookkeeping
+    return len(rows)
+
+
 def _event_values(actor, action, target_type, target_id, store_id, order_id, before, after,
                   context):
     return {

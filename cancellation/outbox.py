@@ -10,32 +10,43 @@ import logging
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, bindparam, literal, or_, select, union_all, update
 from sqlalchemy.exc import IntegrityError
 
-from models import Cancellation, Notification, Order, Refund, db, money, utcnow
-from models.delivery import DeliveryStatus
-
 from cancellation.adapters import DeliveryError, notifier, payment_gateway
-from cancellation.audit import SYSTEM, record
+from cancellation.audit import SYSTEM, record, record_each
 from cancellation.errors import DeliveryClaimed, InvalidState, NotFound
+from models import (
+    Cancellation,
+    CancellationItem,
+    Notification,
+    Order,
+    Product,
+    Refund,
+    db,
+    money,
+    utcnow,
+)
+from models.delivery import DeliveryStatus
 
 log = logging.getLogger(__name__)
 
 RETRYABLE = (DeliveryStatus.PENDING.value, DeliveryStatus.FAILED.value)
 TASKS = {Refund: "cancel_desk.deliver_refund", Notification: "cancel_desk.deliver_notification"}
+ROWS_TASK = "cancel_desk.deliver_outbox"  # a cancellation's refunds and notices, in one task
 BATCH_TASKS = {Refund: "cancel_desk.deliver_refunds",
                Notification: "cancel_desk.deliver_notifications"}
 FLAGS = {Refund: "flag_manual_refund", Notification: "flag_manual_notification"}
 
 
-def hand_to_workers(task, row_id, countdown=None):
-    """Queue `task(row_id)`. The row it works on is already committed, so a broker outage is
-    logged, not raised: the periodic sweeps send it again later."""
+def hand_to_workers(task, row_id, countdown=None, *, args=None):
+    """Queue `task(row_id)` (or `task(*args)`). The rows it works on are already committed, so a
+    broker outage is logged, not raised: the periodic sweeps send them again later."""
+    args = [row_id] if args is None else list(args)
     try:
-        current_app.extensions["celery"].send_task(task, args=[row_id], countdown=countdown)
+        current_app.extensions["celery"].send_task(task, args=args, countdown=countdown)
     except Exception:  # noqa: BLE001 - the row is safe in the database; a sweep re-dispatches
-        log.warning("could not dispatch %s(%s); the sweep will retry", task, row_id,
+        log.warning("could not dispatch %s%r; the sweep will retry", task, tuple(args),
                     exc_info=True)
 
 
@@ -49,32 +60,51 @@ def send_many(model, row_ids):
     hand_to_workers(BATCH_TASKS[model], list(row_ids))
 
 
+def send_rows(refund_ids=(), notification_ids=()):
+    """Hand the outbox rows a cancellation (or a batch of them) wrote to the workers as ONE task,
+    refunds and notices together: one message, one claim, one settle, one audit append."""
+    refund_ids, notification_ids = list(refund_ids), list(notification_ids)
+    if refund_ids or notification_ids:
+        hand_to_workers(ROWS_TASK, None, args=[refund_ids, notification_ids])
+
+
 def _pending_ids(model, cancellation_ids):
     return db.session.scalars(select(model.id).where(
         model.cancellation_id.in_(cancellation_ids),
         model.status == DeliveryStatus.PENDING.value).order_by(model.id)).all()
 
 
+def _pending_rows(cancellation_ids):
+    """(refund ids, notification ids) still pending for the cancellations, in one query."""
+    kinds = union_all(*(
+        select(literal(kind).label("kind"), model.id.label("id"))
+        .where(model.cancellation_id.in_(cancellation_ids),
+               model.status == DeliveryStatus.PENDING.value)
+        for kind, model in ((0, Refund), (1, Notification)))).subquery()
+    found = ([], [])
+    for kind, row_id in db.session.execute(select(kinds.c.kind, kinds.c.id)
+                                           .order_by(kinds.c.kind, kinds.c.id)):
+        found[kind].append(row_id)
+    return found
+
+
 def deliver_many(model, row_ids):
     """Worker side of `send_many`: each row is claimed and delivered exactly as on its own."""
-    deliver_one = deliver_refund if model is Refund else deliver_notification
-    return [deliver_one(row_id) for row_id in row_ids]
+    if model is Refund:
+        return deliver_rows(row_ids, ())
+    return deliver_rows((), row_ids)
 
 
 def dispatch_for(cancellation):
-    """After commit: queue the pending outbox rows a cancellation wrote."""
-    for model in (Refund, Notification):
-        for row_id in _pending_ids(model, [cancellation.id]):
-            send(model, row_id)
+    """After commit: queue the pending outbox rows a cancellation wrote (one task)."""
+    send_rows(*_pending_rows([cancellation.id]))
 
 
 def dispatch_for_batch(cancellation_ids):
-    """After a bulk batch: its pending outbox rows as one task per kind, not one per row."""
-    for model in (Refund, Notification):
-        ids = _pending_ids(model, cancellation_ids) if cancellation_ids else []
-        db.session.rollback()
-        if ids:
-            send_many(model, ids)
+    """After a bulk batch: its pending outbox rows as one task, not one per row."""
+    rows = _pending_rows(cancellation_ids) if cancellation_ids else ((), ())
+    db.session.rollback()
+    send_rows(*rows)
 
 
 def backoff_seconds(attempts):
@@ -131,108 +161,267 @@ def _retry_due(row, now):
             and row.next_attempt_at is not None and row.next_attempt_at <= now)
 
 
-def _set_flag(row, value):
-    if row.cancellation_id is not None:
-        cancellation = db.session.get(Cancellation, row.cancellation_id)
-        setattr(cancellation, FLAGS[type(row)], value)
+# --- the worker side: claim, deliver, settle ---------------------------------------------------
+
+# Rows claimed, delivered and settled together. Small enough that the last row of a chunk is
+# delivered long before its claim could go stale (OUTBOX_STALE_SECONDS) however slow the far
+# side is; a cancellation's refund and notice always fit in one.
+DELIVERY_CHUNK = 20
+ACTIONS = {Refund: ("refund.succeeded", "refund.failed"),
+           Notification: ("notification.sent", "notification.failed")}
 
 
-def _settle(row, attempt, action, values, after):
-    """Write how the claimed delivery went, as a compare-and-set on `processing` and the attempt
-    this worker claimed. False when the row was taken over meanwhile (the claim went stale and
-    another worker took it): that worker's outcome stands and nothing is written here."""
-    model = type(row)
-    settled = db.session.execute(
-        update(model).where(model.id == row.id, model.attempts == attempt,
-                            model.status == DeliveryStatus.PROCESSING.value)
-        .values(**values).execution_options(synchronize_session=False)).rowcount
-    if not settled:
-        db.session.rollback()
-        log.warning("%s %s was taken over while this worker delivered it; its outcome stands",
-                    model.__name__, row.id)
-        return False
-    _set_flag(row, values["status"] == DeliveryStatus.FAILED.value)
-    record(None, action, target_type=model.__name__.lower(), target_id=row.id,
-           order_id=row.order_id, store_id=row.order.store_id, context=SYSTEM,
-           after={"attempts": attempt, **after})
+def deliver_rows(refund_ids=(), notification_ids=()):
+    """Deliver refunds and notices (a cancellation's, a batch's): per chunk, every claimable row
+    is claimed in one statement per kind (a compare-and-set, as `_take` does it for one row) and
+    committed; each claimed row is handed to its adapter; then every outcome is written in one
+    transaction — each row a compare-and-set on the attempt this worker claimed, so a row taken
+    over meanwhile keeps the other worker's outcome — with one append of the audit events.
+    Returns "succeeded", "failed" or "nothing_to_do" per row, refunds first."""
+    keys = [(Refund, row_id) for row_id in refund_ids] + \
+           [(Notification, row_id) for row_id in notification_ids]
+    outcomes = {}
+    for start in range(0, len(keys), DELIVERY_CHUNK):
+        outcomes.update(_deliver_chunk(keys[start:start + DELIVERY_CHUNK]))
+    return [outcomes.get(key, "nothing_to_do") for key in keys]
+
+
+def _deliver_chunk(keys):
+    claimed = _claim_rows(keys)
+    if not claimed:
+        return {}
+    done, unexpected = [], None
+    for claim in claimed:
+        try:
+            done.append((claim, _deliver_claimed(claim)))
+        except DeliveryError as exc:
+            done.append((claim, exc))
+        except Exception as exc:  # noqa: BLE001 - settle the others, then fail the task
+            # This row stays `processing` until its claim goes stale; the sweep sends it again.
+            log.exception("%s %s: delivery raised; left for the sweep", claim.model.__name__,
+                          claim.id)
+            unexpected = unexpected or exc
+    outcomes, retries = _settle_rows(done)
+    for model, row_id, delay in retries:
+        send(model, row_id, countdown=delay)
+    if unexpected is not None:
+        raise unexpected
+    return outcomes
+
+
+class _Claim:
+    """A row this worker claimed, with what delivering it needs (read in the claiming
+    statement)."""
+
+    __slots__ = ("model", "id", "attempt", "order_id", "cancellation_id", "amount_cents",
+                 "method", "recipient", "template", "idempotency_key", "number", "store_id",
+                 "kind", "refund_cents", "flag", "lines")
+
+    def __init__(self, model, values):
+        self.model = model
+        self.lines = []
+        for name in self.__slots__[1:]:
+            if name != "lines":
+                setattr(self, name, values.get(name))
+
+
+def _claim_rows(keys):
+    """Claim the claimable rows among `keys` [(model, id)]: [_Claim], refunds first, committed."""
+    now = utcnow()
+    params = {"now": now, "stale": _stale_before(now),
+              "max_attempts": current_app.config["DELIVERY_MAX_ATTEMPTS"]}
+    claimed = []
+    for model in (Refund, Notification):
+        ids = sorted({row_id for kind, row_id in keys if kind is model})
+        if ids:
+            returned = db.session.execute(_statements(model)["claim"], {**params, "ids": ids})
+            claimed += sorted((_Claim(model, row) for row in returned.mappings()),
+                              key=lambda c: c.id)
+    notices = sorted({c.cancellation_id for c in claimed
+                      if c.model is Notification and c.cancellation_id is not None})
+    if notices:
+        lines = {}
+        for cancellation_id, quantity, name in db.session.execute(_lines_statement(),
+                                                                  {"ids": notices}):
+            lines.setdefault(cancellation_id, []).append((quantity, name))
+        for claim in claimed:
+            if claim.model is Notification:
+                claim.lines = lines.get(claim.cancellation_id, [])
     db.session.commit()
-    return True
+    return claimed
 
 
-def _succeeded(row, attempt, action, values, **after):
-    return _settle(row, attempt, action, {"status": DeliveryStatus.SUCCEEDED.value,
-                                          "last_error": None, "next_attempt_at": None,
-                                          **values}, after)
+_STATEMENTS = {}
 
 
-def _failed(row, attempt, action, error):
-    """Mark failed and flag for manual handling; schedule the next try unless out of tries."""
-    delay = next_attempt_at = None
-    if attempt < current_app.config["DELIVERY_MAX_ATTEMPTS"]:
-        delay = backoff_seconds(attempt)
-        next_attempt_at = utcnow() + timedelta(seconds=delay)
-    last_error = str(error)[:500]
-    settled = _settle(row, attempt, action,
-                      {"status": DeliveryStatus.FAILED.value, "last_error": last_error,
-                       "next_attempt_at": next_attempt_at},
-                      {"error": last_error, "next_attempt_in_s": delay})
-    if settled and delay is not None:
-        send(type(row), row.id, countdown=delay)
-    return "failed" if settled else "nothing_to_do"
+def _statements(model):
+    """The claim and settle statements of a model, built once (Core, on its table): what the
+    worker runs for every delivery, with only the values bound."""
+    built = _STATEMENTS.get(model)
+    if built is None:
+        table, cancellations, orders = (model.__table__, Cancellation.__table__,
+                                        Order.__table__)
+        claimable = or_(
+            table.c.status == DeliveryStatus.PENDING.value,
+            and_(table.c.status == DeliveryStatus.FAILED.value,
+                 table.c.attempts < bindparam("max_attempts"),
+                 table.c.next_attempt_at.is_not(None), table.c.next_attempt_at <= bindparam("now")),
+            and_(table.c.status == DeliveryStatus.PROCESSING.value,
+                 or_(table.c.dispatched_at.is_(None),
+                     table.c.dispatched_at < bindparam("stale"))))
+
+        def of_order(column, label):
+            return select(column).where(orders.c.id == table.c.order_id) \
+                .scalar_subquery().label(label)
+
+        def of_cancellation(column, label):
+            return select(column).where(cancellations.c.id == table.c.cancellation_id) \
+                .scalar_subquery().label(label)
+
+        extra = ((table.c.amount_cents, table.c.method) if model is Refund
+                 else (table.c.recipient, table.c.template))
+        built = _STATEMENTS[model] = {
+            # A compare-and-set like `_take`'s: the row's state is checked by the UPDATE itself,
+            # so of two claimers (two workers, or a worker and the sweep) one takes each row.
+            "claim": update(table)
+            .where(table.c.id.in_(bindparam("ids", expanding=True)), claimable)
+            .values(status=DeliveryStatus.PROCESSING.value, attempts=table.c.attempts + 1,
+                    dispatched_at=bindparam("now"), next_attempt_at=None)
+            .returning(table.c.id, table.c.attempts.label("attempt"), table.c.order_id,
+                       table.c.cancellation_id, table.c.idempotency_key, *extra,
+                       of_order(orders.c.number, "number"),
+                       of_order(orders.c.store_id, "store_id"),
+                       of_cancellation(cancellations.c.kind, "kind"),
+                       of_cancellation(cancellations.c.refund_cents, "refund_cents"),
+                       of_cancellation(cancellations.c[FLAGS[model]], "flag")),
+            "flag": update(cancellations).where(cancellations.c.id == bindparam("b_id"))
+            .values({FLAGS[model]: bindparam("b_value")}),
+        }
+    return built
+
+
+def _lines_statement():
+    built = _STATEMENTS.get("lines")
+    if built is None:
+        items, products = CancellationItem.__table__, Product.__table__
+        built = _STATEMENTS["lines"] = (
+            select(items.c.cancellation_id, items.c.quantity, products.c.name)
+            .join(products, products.c.id == items.c.product_id)
+            .where(items.c.cancellation_id.in_(bindparam("ids", expanding=True)))
+            .order_by(items.c.id))
+    return built
+
+
+def _settle_statement(model, values):
+    """UPDATE of one claimed row to its outcome, only while this worker's claim holds (still
+    `processing`, at the attempt it claimed); built once per model and set of columns."""
+    key = (model, tuple(values))
+    built = _STATEMENTS.get(key)
+    if built is None:
+        table = model.__table__
+        built = _STATEMENTS[key] = (
+            update(table).where(table.c.id == bindparam("b_id"),
+                                table.c.attempts == bindparam("b_attempt"),
+                                table.c.status == DeliveryStatus.PROCESSING.value)
+            .values({name: bindparam(f"b_{name}") for name in values}))
+    return built
+
+
+def _deliver_claimed(claim):
+    """Call the far side for one claimed row: (values to write, audit details)."""
+    if claim.model is Refund:
+        reference = payment_gateway().refund(
+            idempotency_key=claim.idempotency_key, amount_cents=claim.amount_cents,
+            order_number=claim.number, method=claim.method)
+        return ({"gateway_reference": reference, "succeeded_at": utcnow()},
+                {"amount": money(claim.amount_cents), "reference": reference})
+    subject, body = _message(claim.number, claim.kind, claim.refund_cents, claim.lines)
+    notifier().send(idempotency_key=claim.idempotency_key, recipient=claim.recipient,
+                    subject=subject, body=body)
+    return {"sent_at": utcnow()}, {"template": claim.template}
+
+
+def _settle_rows(done):
+    """Write how each claimed delivery went, in one transaction: ({(model, id): outcome},
+    [(model, id, back-off seconds)] to send again)."""
+    outcomes, retries, events, flags = {}, [], [], {}
+    max_attempts = current_app.config["DELIVERY_MAX_ATTEMPTS"]
+    for claim, result in done:
+        model, succeeded = claim.model, not isinstance(result, DeliveryError)
+        if succeeded:
+            values, after = result
+            values = {"status": DeliveryStatus.SUCCEEDED.value, "last_error": None,
+                      "next_attempt_at": None, **values}
+        else:
+            delay = next_attempt_at = None
+            if claim.attempt < max_attempts:
+                delay = backoff_seconds(claim.attempt)
+                next_attempt_at = utcnow() + timedelta(seconds=delay)
+            last_error = str(result)[:500]
+            values = {"status": DeliveryStatus.FAILED.value, "last_error": last_error,
+                      "next_attempt_at": next_attempt_at}
+            after = {"error": last_error, "next_attempt_in_s": delay}
+        # Compare-and-set on `processing` and the attempt this worker claimed: False when the
+        # claim went stale and another worker took the row over; its outcome stands.
+        settled = db.session.execute(
+            _settle_statement(model, values),
+            {"b_id": claim.id, "b_attempt": claim.attempt,
+             **{f"b_{name}": value for name, value in values.items()}}).rowcount
+        if not settled:
+            log.warning("%s %s was taken over while this worker delivered it; its outcome "
+                        "stands", model.__name__, claim.id)
+            outcomes[(model, claim.id)] = "nothing_to_do"
+            continue
+        outcomes[(model, claim.id)] = "succeeded" if succeeded else "failed"
+        if not succeeded and delay is not None:
+            retries.append((model, claim.id, delay))
+        if claim.cancellation_id is not None:
+            flags[(model, claim.cancellation_id)] = (not succeeded, claim.flag)
+        events.append({"action": ACTIONS[model][0 if succeeded else 1],
+                       "target_type": model.__name__.lower(), "target_id": claim.id,
+                       "order_id": claim.order_id, "store_id": claim.store_id,
+                       "after": {"attempts": claim.attempt, **after}})
+    # The manual-handling flag follows the last outcome; written only where it changes.
+    for (model, cancellation_id), (value, was) in flags.items():
+        if bool(was) != value:
+            db.session.execute(_statements(model)["flag"],
+                               {"b_id": cancellation_id, "b_value": value})
+    record_each(None, events, context=SYSTEM)
+    db.session.commit()
+    return outcomes, retries
 
 
 def deliver_refund(refund_id):
     """Pay one refund through the gateway. Returns succeeded, failed or nothing_to_do."""
-    claim = _take(Refund, refund_id)
-    if claim is None:
-        return "nothing_to_do"
-    refund, attempt = claim
-    try:
-        reference = payment_gateway().refund(
-            idempotency_key=refund.idempotency_key, amount_cents=refund.amount_cents,
-            order_number=refund.order.number, method=refund.method)
-    except DeliveryError as exc:
-        return _failed(refund, attempt, "refund.failed", exc)
-    settled = _succeeded(refund, attempt, "refund.succeeded",
-                         {"gateway_reference": reference, "succeeded_at": utcnow()},
-                         amount=money(refund.amount_cents), reference=reference)
-    return "succeeded" if settled else "nothing_to_do"
+    return deliver_rows([refund_id], ())[0]
+
+
+def deliver_notification(notification_id):
+    return deliver_rows((), [notification_id])[0]
 
 
 def notification_message(notification):
     """Subject and body: order number, items and amounts only — no other customer data."""
-    order = notification.order
     cancellation = db.session.get(Cancellation, notification.cancellation_id) \
         if notification.cancellation_id else None
-    partial = cancellation is not None and cancellation.kind == "partial"
-    lines = [f"  {ci.quantity} x {ci.product.name}" for ci in (cancellation.items if cancellation
-                                                               else [])]
-    refund = cancellation.refund_cents if cancellation else 0
-    subject = (f"Items removed from your order {order.number}" if partial
-               else f"Your order {order.number} has been cancelled")
-    body = [f"{'Some items of' if partial else 'Your'} order {order.number} "
-            f"{'were' if partial else 'was'} cancelled.", "", "Cancelled items:", *lines]
+    return _message(notification.order.number, cancellation.kind if cancellation else None,
+                    cancellation.refund_cents if cancellation else 0,
+                    [(ci.quantity, ci.product.name) for ci in (cancellation.items
+                                                               if cancellation else [])])
+
+
+def _message(number, kind, refund, lines):
+    partial = kind == "partial"
+    subject = (f"Items removed from your order {number}" if partial
+               else f"Your order {number} has been cancelled")
+    body = [f"{'Some items of' if partial else 'Your'} order {number} "
+            f"{'were' if partial else 'was'} cancelled.", "", "Cancelled items:",
+            *(f"  {quantity} x {name}" for quantity, name in lines)]
     if refund:
         body += ["", f"A refund of ${money(refund)} is on its way to your original payment "
                  "method."]
     body += ["", "Questions? Reply to this message or call the store."]
     return subject, "\n".join(body)
-
-
-def deliver_notification(notification_id):
-    claim = _take(Notification, notification_id)
-    if claim is None:
-        return "nothing_to_do"
-    notification, attempt = claim
-    subject, body = notification_message(notification)
-    try:
-        notifier().send(idempotency_key=notification.idempotency_key,
-                        recipient=notification.recipient, subject=subject, body=body)
-    except DeliveryError as exc:
-        return _failed(notification, attempt, "notification.failed", exc)
-    settled = _succeeded(notification, attempt, "notification.sent", {"sent_at": utcnow()},
-                         template=notification.template)
-    return "succeeded" if settled else "nothing_to_do"
 
 
 def retry(model, row_id, actor, context):

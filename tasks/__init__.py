@@ -35,7 +35,8 @@ def celery_init_app(app):
         # hold up the next job's batches, a cancel job, an approval or a sweep.
         task_queues=(Queue("cancel_desk"), Queue(DELIVERY_QUEUE)),
         task_routes={"cancel_desk.deliver_refund*": {"queue": DELIVERY_QUEUE},
-                     "cancel_desk.deliver_notification*": {"queue": DELIVERY_QUEUE}},
+                     "cancel_desk.deliver_notification*": {"queue": DELIVERY_QUEUE},
+                     "cancel_desk.deliver_outbox": {"queue": DELIVERY_QUEUE}},
         broker_transport_options={"visibility_timeout": 3600,
                                   "queue_order_strategy": "priority"},
         broker_connection_retry_on_startup=True,
@@ -72,10 +73,10 @@ def celery_init_app(app):
     worker_ready.connect(_sweep_at_start)  # once: a receiver connected twice is kept once
     setup_logging.connect(_keep_our_logging)
     task_failure.connect(_log_task_failure)
-    import tasks.cancel  # noqa: F401  (registers the tasks)
-    import tasks.delivery  # noqa: F401
     import tasks.approvals  # noqa: F401
     import tasks.bulk  # noqa: F401
+    import tasks.cancel  # noqa: F401  (registers the tasks)
+    import tasks.delivery  # noqa: F401
     import tasks.maintenance  # noqa: F401
     return celery
 

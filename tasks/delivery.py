@@ -15,6 +15,13 @@ def deliver_notification(notification_id):
     return outbox.deliver_notification(notification_id)
 
 
+@shared_task(name="cancel_desk.deliver_outbox")
+def deliver_outbox(refund_ids, notification_ids):
+    """A cancellation's refund and notice (or a batch's), claimed, delivered and settled
+    together."""
+    return outbox.deliver_rows(refund_ids, notification_ids)
+
+
 @shared_task(name="cancel_desk.sweep_outbox")
 def sweep_outbox():
     return outbox.sweep()

@@ -1,7 +1,22 @@
 """JSON shapes of the API, shared by v1 and v2 so both describe an order the same way."""
+from typing import NamedTuple
+
 from cancellation.policy import can
 from cancellation.privacy import mask_email, mask_phone, redact
 from models import isoformat, money
+
+
+class Viewer(NamedTuple):
+    """Who an answer is shaped for (whether it shows contact details), read from the signed-in
+    user before a commit expires it: serialising after the commit reads no user again."""
+
+    id: int
+    role: str
+    is_active: bool
+
+    @classmethod
+    def of(cls, user):
+        return cls(user.id, user.role, user.is_active)
 
 
 def customer_dict(customer, viewer):
