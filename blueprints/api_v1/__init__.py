@@ -23,7 +23,7 @@ from blueprints.api_common.schemas import (
     InventoryReturnBody, RefundBody, RejectBody,
 )
 from blueprints.api_common.serializers import (
-    approval_dict, notification_dict, order_dict, order_summary, refund_dict,
+    Viewer, approval_dict, notification_dict, order_dict, order_summary, refund_dict,
 )
 from blueprints.auth.permissions import requires
 
@@ -131,23 +131,23 @@ def update_status(order_id):
         job = maintenance.queue_cancel(order_id, current_user, request, audit_context("api_v1"))
         return jsonify(maintenance.queued_answer(
             job, url_for("api_v1.cancel_job", job_id=job.id))), 202
+    viewer = Viewer.of(current_user)  # the commit below expires the user: not read again
     outcome = cancel_order(order_id, current_user, request, audit_context("api_v1"))
     if outcome.needs_approval:
-        return jsonify({"approval_request": approval_dict(outcome.approval_request,
-                                                          current_user),
+        return jsonify({"approval_request": approval_dict(outcome.approval_request, viewer),
                         "message": "Approval is required before this order can be cancelled.",
-                        **series_fields(outcome)}), 202
-    body = order_dict(db.session.get(Order, order_id), current_user)
-    return jsonify({**body, **series_fields(outcome)})
+                        **series_fields(outcome, viewer)}), 202
+    body = order_dict(db.session.get(Order, order_id), viewer)
+    return jsonify({**body, **series_fields(outcome, viewer)})
 
 
-def series_fields(outcome):
+def series_fields(outcome, viewer):
     """Scope all_future: the later orders of the series cancelled, sent for approval, refused."""
     fields = {}
     if outcome.also_cancelled:
         fields["also_cancelled"] = [o.order.id for o in outcome.also_cancelled]
     if outcome.also_pending_approval:
-        fields["approval_requested"] = [approval_dict(o.approval_request, current_user)
+        fields["approval_requested"] = [approval_dict(o.approval_request, viewer)
                                         for o in outcome.also_pending_approval]
     if outcome.also_failed:
         fields["also_failed"] = outcome.also_failed
