@@ -4,28 +4,49 @@ from typing import Literal
 from flask import Blueprint, jsonify, url_for
 from flask_login import current_user
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import func, or_, select
+from sqlalchemy import select
 
-from cancellation import (
-    CancelRequest, cancel_order, get_visible_order, return_unreturned_stock, visible_orders,
+from blueprints.api_common import (
+    audit_context,
+    parse_json,
+    parse_query,
+    require_token_user,
+    responses as out,
 )
-from cancellation import approvals, maintenance, outbox
-from cancellation.errors import NotFound, ValidationFailed
-from cancellation.jobs import job_state
-from models import CancelJob, Customer, Order, Role, StockLevel, db, isoformat
-from models.order import OrderStatus, PaymentStatus, ShipmentStatus
-
-from blueprints.api_common import responses as out
 from blueprints.api_common.openapi import documented
-from blueprints.api_common import audit_context, parse_json, parse_query, require_token_user
 from blueprints.api_common.schemas import (
-    ID_MAX, ApprovalRequestBody, ApproveBody, CancelOrderBody, CustomerNotificationBody,
-    InventoryReturnBody, RefundBody, RejectBody,
+    ID_MAX,
+    ApprovalRequestBody,
+    ApproveBody,
+    CancelOrderBody,
+    CustomerNotificationBody,
+    InventoryReturnBody,
+    RefundBody,
+    RejectBody,
 )
 from blueprints.api_common.serializers import (
-    Viewer, approval_dict, notification_dict, order_dict, order_summary, refund_dict,
+    Viewer,
+    approval_dict,
+    notification_dict,
+    order_dict,
+    order_summary,
+    refund_dict,
 )
 from blueprints.auth.permissions import requires
+from cancellation import (
+    CancelRequest,
+    approvals,
+    cancel_order,
+    get_visible_order,
+    maintenance,
+    orders as orders_query,
+    outbox,
+    return_unreturned_stock,
+)
+from cancellation.errors import NotFound, ValidationFailed
+from cancellation.jobs import job_state
+from models import CancelJob, Order, Role, StockLevel, db, isoformat
+from models.order import OrderStatus, PaymentStatus, ShipmentStatus
 
 bp = Blueprint("api_v1", __name__, url_prefix="/api/v1")
 bp.before_request(require_token_user)
@@ -51,38 +72,15 @@ class InventoryQuery(BaseModel):
     product_id: int | None = Field(default=None, ge=1, le=ID_MAX)
 
 
-def filtered_orders(query, args):
-    """Apply the list filters shared by the API and the panel's orders list."""
-    if args.status:
-        query = query.where(Order.status == args.status)
-    if args.store_id:
-        query = query.where(Order.store_id == args.store_id)
-    if args.billing_hold is not None:
-        query = query.where(Order.billing_hold == args.billing_hold)
-    if args.shipment_status:
-        query = query.where(Order.shipment_status == args.shipment_status)
-    if args.payment_status:
-        query = query.where(Order.payment_status == args.payment_status)
-    if args.q:
-        term = args.q.lower()
-        query = query.where(or_(func.lower(Order.number).contains(term, autoescape=True),
-                                Order.customer_id.in_(select(Customer.id).where(
-                                    func.lower(Customer.name).contains(term,
-                                                                       autoescape=True)))))
-    return query
-
-
 @bp.get("/orders")
 @documented("List orders, newest first", query=OrdersQuery, responses={200: out.OrderList})
 @requires("view_orders")
 def list_orders():
+    """`q` finds a part of the order number or of the customer's name, ignoring case — and, if
+    you may see customer contact details, of their e-mail or the digits of their phone."""
     args = parse_query(OrdersQuery)
-    query = filtered_orders(visible_orders(select(Order), current_user), args)
-    total = db.session.scalar(select(func.count()).select_from(query.subquery()))
-    rows = db.session.scalars(query.order_by(Order.placed_at.desc(), Order.id.desc())
-                              .limit(args.per_page)
-                              .offset((args.page - 1) * args.per_page)).all()
-    return jsonify({"items": [order_summary(o) for o in rows], "total": total,
+    listed = orders_query.order_page(current_user, args, args.page, args.per_page, clamp=False)
+    return jsonify({"items": [order_summary(o) for o in listed.orders], "total": listed.total,
                     "page": args.page, "per_page": args.per_page})
 
 
@@ -312,5 +310,5 @@ def withdraw_request(approval_id):
                     "message": f"Withdrawn; order {approval.order.number} was not changed."})
 
 
-from blueprints.api_v1 import bulk as _bulk_routes  # noqa: E402,F401  (registers its routes on bp)
-from blueprints.api_v1 import items as _items_routes  # noqa: E402,F401  (PUT .../items)
+# Importing them registers their routes on bp: bulk cancels, and PUT .../items.
+from blueprints.api_v1 import bulk as _bulk_routes, items as _items_routes  # noqa: E402,F401

@@ -3,7 +3,7 @@
 Thin on purpose: parse the request, check the capability, call the domain (cancellation.*),
 flash what happened and render. No rule of cancelling is decided here.
 """
-from datetime import datetime, time
+from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
@@ -12,28 +12,43 @@ from markupsafe import Markup
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import joinedload, selectinload
 
+from blueprints.api_common import audit_context
+from blueprints.api_common.serializers import flags_dict
+from blueprints.auth import safe_next
+from blueprints.auth.permissions import permission, requires
+from blueprints.orders.forms import CHANNEL_LABELS, ActionForm, CancelOrderForm, ListFilters
 from cancellation import (
-    CancelDeskError, CancelRequest, ConcurrentModification, NotFound, ValidationFailed,
-    cancel_order, get_visible_order, return_unreturned_stock, visible_orders,
+    CancelDeskError,
+    CancelRequest,
+    ConcurrentModification,
+    NotFound,
+    ValidationFailed,
+    cancel_order,
+    get_visible_order,
+    maintenance,
+    orders as orders_query,
+    outbox,
+    return_unreturned_stock,
 )
-from cancellation import maintenance, outbox
-from cancellation.oversight import first_moment_after
 from cancellation.policy import cancel_offer_and_why
 from cancellation.privacy import mask_contact, mask_email, mask_phone, redact
 from cancellation.reasons import CancellationReason, label_for
 from cancellation.service import later_in_series_counts
 from models import (
-    ApprovalRequest, AuditEvent, Cancellation, CancelJob, LoyaltyEntry, MailMessage,
-    Notification, Order, Refund, Store, User, db,
+    ApprovalRequest,
+    AuditEvent,
+    CancelJob,
+    Cancellation,
+    LoyaltyEntry,
+    MailMessage,
+    Notification,
+    Order,
+    Refund,
+    Store,
+    User,
+    db,
 )
 from models.order import CANCELLABLE_STATUSES, OrderStatus
-
-from blueprints.api_common import audit_context
-from blueprints.api_common.serializers import flags_dict
-from blueprints.api_v1 import filtered_orders
-from blueprints.auth import safe_next
-from blueprints.auth.permissions import permission, requires
-from blueprints.orders.forms import CHANNEL_LABELS, ActionForm, CancelOrderForm, ListFilters
 
 bp = Blueprint("orders", __name__)
 
@@ -138,13 +153,7 @@ def visible_stores():
 def matching_orders(filters):
     """The list's orders: the user's stores, then the filters (unordered, unpaged). "Select all
     matching" of a bulk cancel resolves its orders from this same query."""
-    query = filtered_orders(visible_orders(select(Order), current_user), filters)
-    if filters.date_from:
-        query = query.where(Order.placed_at >= datetime.combine(filters.date_from, time.min))
-    until = first_moment_after(filters.date_to) if filters.date_to else None
-    if until:
-        query = query.where(Order.placed_at < until)
-    return query
+    return orders_query.matching_orders(current_user, filters)
 
 
 @bp.get("/")
@@ -154,14 +163,10 @@ def index():
     filters = ListFilters.from_args(request.args, {s.id for s in stores})
     per_page = current_app.config.get("ORDERS_PER_PAGE", 25)
 
-    query = matching_orders(filters)
-    total = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
-    pages = max((total + per_page - 1) // per_page, 1)
-    page = min(filters.page, pages)
-    orders = db.session.scalars(
-        query.options(joinedload(Order.store), joinedload(Order.customer))
-        .order_by(Order.placed_at.desc(), Order.id.desc())
-        .limit(per_page).offset((page - 1) * per_page)).all()
+    # The customers by id afterwards: joined, PostgreSQL hashes the whole customers table.
+    listed = orders_query.order_page(current_user, filters, filters.page, per_page, options=(
+        joinedload(Order.store), selectinload(Order.customer)))
+    orders, total, page, pages = listed.orders, listed.total, listed.page, listed.pages
 
     # One query for the whole page: which orders wait for a person (failed refund, ...).
     manual = set()
@@ -178,9 +183,9 @@ def index():
         last=min(page * per_page, total), filters=filters, stores=stores,
         statuses=list(OrderStatus), manual=manual, cancel_form=form,
         page_url=lambda number: url_for("orders.index", **filters.as_args(page=number)),
-        can_cancel=_can("request_cancellation"),
+        can_cancel=_can("request_cancellation"), search_contact=_can("view_customer_contact"),
         row_approval_why=approval_why_of(orders), series_later=later_in_series_counts(orders),
-        **bulk_list_context(filters, total))
+        **bulk_list_context(filters, total, listed.newest_id))
 
 
 def approval_why_of(orders):
@@ -510,6 +515,6 @@ def mailbox():
 
 
 # The bulk pages (seed A1) live in their own module; importing it registers its routes on bp.
-from blueprints.orders.bulk import list_context as bulk_list_context  # noqa: E402
 # "Modify Order" (partial cancellation, seed A3): its routes register on bp too.
 from blueprints.orders import modify as _modify_routes  # noqa: E402,F401
+from blueprints.orders.bulk import list_context as bulk_list_context  # noqa: E402

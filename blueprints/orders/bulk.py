@@ -11,16 +11,20 @@ from flask_login import current_user
 from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload
 
-from cancellation import CancelDeskError, CancelRequest, ValidationFailed, bulk, visible_orders
-from models import BulkJob, Order, db
-from models.bulk import BulkJobStatus
-
 from blueprints.api_common import audit_context
 from blueprints.auth.permissions import requires
 from blueprints.orders import (
-    _can, bp, current_path, list_back_link, matching_orders, visible_stores,
+    _can,
+    bp,
+    current_path,
+    list_back_link,
+    matching_orders,
+    visible_stores,
 )
 from blueprints.orders.forms import ActionForm, BulkCancelForm, ListFilters
+from cancellation import CancelDeskError, CancelRequest, ValidationFailed, bulk, visible_orders
+from models import BulkJob, Order, db
+from models.bulk import BulkJobStatus
 
 RESULTS_PER_PAGE = 100
 JOBS_PER_PAGE = 25
@@ -36,14 +40,11 @@ class BadSelection(ValidationFailed):
 
 # --- the orders list -------------------------------------------------------------------------
 
-def list_context(filters, total):
-    """What the orders list shows for bulk cancelling; `bulk` is None without bulk_cancel."""
+def list_context(filters, total, newest):
+    """What the orders list shows for bulk cancelling; `bulk` is None without bulk_cancel.
+    `newest` is the highest id of the matching orders (counted with them)."""
     if not _can("bulk_cancel"):
         return {"bulk": None}
-    newest = None
-    if total:
-        newest = db.session.scalar(matching_orders(filters).order_by(None)
-                                   .with_only_columns(func.max(Order.id)))
     form = BulkCancelForm(formdata=None, next=current_path(), matching_total=total,
                           max_order_id=newest)
     running = bulk.running_jobs(current_user, limit=100)

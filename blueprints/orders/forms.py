@@ -4,8 +4,15 @@ from datetime import date, timedelta
 
 from flask_wtf import FlaskForm
 from wtforms import (
-    BooleanField, DateTimeLocalField, HiddenField, IntegerField, RadioField, SelectChoice,
-    SelectField, StringField, TextAreaField,
+    BooleanField,
+    DateTimeLocalField,
+    HiddenField,
+    IntegerField,
+    RadioField,
+    SelectChoice,
+    SelectField,
+    StringField,
+    TextAreaField,
 )
 from wtforms.validators import InputRequired, Length, Optional, ValidationError
 from wtforms.widgets import HiddenInput
@@ -104,7 +111,8 @@ class BulkCancelForm(FlaskForm):
 
 @dataclass
 class ListFilters:
-    """The orders list's query string, validated; also what api_v1.filtered_orders reads."""
+    """The orders list's query string, validated: what cancellation.orders.matching_orders
+    reads."""
 
     q: str | None = None
     status: str | None = None
