@@ -15,8 +15,8 @@ import logging
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import event, func, or_, select, update
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.exc import StaleDataError
 
 from models import (
@@ -29,11 +29,13 @@ from models.order import CANCELLABLE_STATUSES
 from cancellation import outbox
 from cancellation.adapters import DeliveryError, notifier
 from cancellation.audit import SYSTEM, record
+from cancellation.locks import lock_order, refresh_items
 from cancellation.errors import (
     Blocked, CancelDeskError, ConcurrentModification, Forbidden, NotFound, ValidationFailed,
 )
 from cancellation.policy import approval_reasons, can, can_view_order, evaluate_cancel
 from cancellation.reasons import label_for
+from cancellation.transactions import after_commit
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +71,12 @@ def request_approval(order_id, actor, request, justification, context):
     Runs SPEC §1's checks like a cancel does; refuses when the actor may cancel directly.
     Returns (approval, created): asking again joins the actor's open request.
     """
-    from cancellation.service import file_approval_request, load_order_for_update
+    from cancellation.service import file_approval_request
 
     request.validate()
     justification = check_justification(justification)
     try:
-        order = load_order_for_update(order_id)
+        order = lock_order(order_id)
         decision = evaluate_cancel(actor, order, reason=request.reason,
                                    expected_version=request.expected_version)
         if not decision.needs_approval:
@@ -103,7 +105,7 @@ def on_filed(approval):
     """Inside the filing transaction: set the expiry; route the request once it is committed."""
     approval.expires_at = approval.created_at + timedelta(
         hours=float(Setting.get("approval_expiry_hours")))
-    after_commit(ROUTE_TASK, approval.id)
+    after_commit(outbox.hand_to_workers, ROUTE_TASK, approval.id)
 
 
 # --- routing: who is told, or escalation -----------------------------------------------------
@@ -216,16 +218,15 @@ def approve(approval_id, approver, comment, context):
     Fails clearly — and leaves the order untouched — when the request is closed, lapsed, stale
     (marked `stale`), or when the approver's own policy would need approval (escalated).
     """
-    from cancellation.partial import PartialCancelRequest, perform_partial_cancel
-    from cancellation.service import (
-        CancelRequest, after_commit, load_order_for_update, perform_full_cancel,
-    )
+    from cancellation.partial import PartialCancelRequest, resolve_lines
+    from cancellation.service import CancelRequest, perform
+    from cancellation.service import after_commit as after_cancelled
 
     comment = _clean_comment(comment, required=False)
     approval = get_visible_request(approver, approval_id)
     check_may_decide(approver, approval)
     try:
-        order = load_order_for_update(approval.order_id)
+        order = lock_order(approval.order_id)
         approval = _lock(approval_id)
         failure = _closed(approval) or _lapsed(approval) or _stale(approval, order, approver,
                                                                    context)
@@ -247,14 +248,15 @@ def approve(approval_id, approver, comment, context):
         if not _move(approval, "approved", decided_by_id=approver.id, decided_at=utcnow(),
                      comment=comment, status_detail=None):
             raise _lost_race(approval)
-        cancellation = (perform_partial_cancel if partial else perform_full_cancel)(
-            order, approver, request, context)
-        approval.cancellation = cancellation
-        db.session.flush()
+        if partial:
+            refresh_items(order)
+        done = perform(order, approver, request, context,
+                       lines=resolve_lines(order, request.lines) if partial else None)
+        approval.cancellation_id = done.cancellation_id
         record(approver, "approval.approved", target_type="approval_request",
                target_id=approval.id, store_id=order.store_id, order_id=order.id,
                before=before, after={"status": "approved", "comment": comment,
-                                     "cancellation_id": cancellation.id,
+                                     "cancellation_id": done.cancellation_id,
                                      "requested_by": approval.requested_by_id},
                context=context)
         _notice(approval, approval.requested_by, "approved")
@@ -267,7 +269,7 @@ def approve(approval_id, approver, comment, context):
     except Exception:
         db.session.rollback()
         raise
-    after_commit(approver, cancellation, context)
+    after_cancelled(approver, order.store_id, context)
     return approval
 
 
@@ -356,13 +358,12 @@ def _lock(approval_id):
     """Lock a request, and its order first: every path that locks both (cancel, approve,
     reject, route, expire) takes the order row before the request row, so two of them can
     never wait on each other in a cycle."""
-    from cancellation.service import load_order_for_update
 
     order_id = db.session.scalar(select(ApprovalRequest.order_id).where(
         ApprovalRequest.id == approval_id))
     if order_id is None:
         return None
-    load_order_for_update(order_id)
+    lock_order(order_id)
     return db.session.scalar(
         select(ApprovalRequest).where(ApprovalRequest.id == approval_id).with_for_update()
         .execution_options(populate_existing=True))
@@ -529,7 +530,7 @@ def _notice(approval, user, kind):
                             recipient=user.email, idempotency_key=key)
     db.session.add(notice)
     db.session.flush()
-    after_commit(NOTICE_TASK, notice.id)
+    after_commit(outbox.hand_to_workers, NOTICE_TASK, notice.id)
     return notice
 
 
@@ -630,28 +631,6 @@ def deliver_notice(notice_id):
             outbox.hand_to_workers(NOTICE_TASK, notice.id, countdown=delay)
         return "failed"
     return "succeeded"
-
-
-_AFTER_COMMIT = "cancel_desk.approvals.after_commit"
-
-
-def after_commit(task, row_id):
-    """Send `task(row_id)` once the current transaction commits (never if it rolls back)."""
-    db.session.info.setdefault(_AFTER_COMMIT, []).append((task, row_id))
-
-
-@event.listens_for(Session, "after_commit")
-def _send_after_commit(session):
-    if session.in_nested_transaction():
-        return
-    for task, row_id in session.info.pop(_AFTER_COMMIT, ()):
-        outbox.hand_to_workers(task, row_id)
-
-
-@event.listens_for(Session, "after_rollback")
-def _forget_after_rollback(session):
-    if not session.in_nested_transaction():
-        session.info.pop(_AFTER_COMMIT, None)
 
 
 # --- what the panel lists --------------------------------------------------------------------

@@ -78,9 +78,9 @@ def record(actor, action, *, target_type, target_id=None, store_id=None, order_i
 
 
 def record_many(actor, action, events, *, target_type, context=None):
-    """Append one event per dict of `events` (target_id, store_id, order_id, before, after) in
-    a single INSERT: a bulk batch's cancellations, chained in the given order. Take this lock
-    last. Returns how many were appended."""
+    """Append one event per dict of `events` (target_id, store_id, order_id, before, after and,
+    optionally, created_at: when it happened) in a single INSERT: a bulk batch's cancellations,
+    chained in the given order. Take this lock last. Returns how many were appended."""
     if not events:
         return 0
     context = context or SYSTEM
@@ -89,7 +89,8 @@ def record_many(actor, action, events, *, target_type, context=None):
     for given in events:
         row = SimpleNamespace(**_event_values(
             actor, action, target_type, given.get("target_id"), given.get("store_id"),
-            given.get("order_id"), given.get("before"), given.get("after"), context))
+            given.get("order_id"), given.get("before"), given.get("after"), context,
+            given.get("created_at")))
         _chain(row, head)
         rows.append(vars(row))
     db.session.execute(insert(AuditEvent), rows)
@@ -117,9 +118,10 @@ def record_each(actor, events, *, context=None):
 
 
 def _event_values(actor, action, target_type, target_id, store_id, order_id, before, after,
-                  context):
+                  context, created_at=None):
     return {
-        "created_at": utcnow().replace(microsecond=0), "actor_id": getattr(actor, "id", None),
+        "created_at": (created_at or utcnow()).replace(microsecond=0),
+        "actor_id": getattr(actor, "id", None),
         "actor_label": getattr(actor, "email", None) or context.source,
         "action": action, "target_type": target_type,
         "target_id": None if target_id is None else str(target_id),

@@ -33,15 +33,14 @@ from sqlalchemy.orm.exc import StaleDataError
 from models import BulkJob, BulkJobItem, Setting, User, db, isoformat, utcnow
 from models.bulk import FINISHED_JOB_STATUSES, BulkItemStatus, BulkJobStatus
 
-from cancellation import batch, maintenance, outbox, oversight
+from cancellation import batch, maintenance, oversight
 from cancellation.audit import AuditContext, record
 from cancellation.errors import (
     CancelDeskError, Forbidden, InvalidState, NotFound, RetryInProgress, ValidationFailed,
 )
+from cancellation.locks import lock_order
 from cancellation.policy import can, evaluate_cancel
-from cancellation.service import (
-    CancelRequest, file_approval_request, load_order_for_update, perform_full_cancel,
-)
+from cancellation.service import CancelRequest, file_approval_request, perform
 
 log = logging.getLogger(__name__)
 
@@ -192,11 +191,10 @@ def run_batch(job_id, item_ids):
         if together is not None:
             done = {SUCCEEDED: together.succeeded, FAILED: together.failed,
                     "skipped": together.skipped}
-            cancelled = together.cancelled
         else:  # the database refused the batch: each order in its own transaction
-            done, cancelled = _cancel_one_by_one(job_id, item_ids, actor, request, context)
-    # Refunds and customer notices go out batch by batch, not as thousands of separate tasks.
-    outbox.dispatch_for_batch([cancellation_id for cancellation_id, _store in cancelled])
+            done = _cancel_one_by_one(job_id, item_ids, actor, request, context)
+    # (Refunds and customer notices went to the workers with each commit: one task per kind
+    # for a batch done together.)
     finish(job_id)
     return {"job_id": job_id, **done}
 
@@ -221,16 +219,13 @@ def _cancel_together(item_ids, actor, request, context):
 def _cancel_one_by_one(job_id, item_ids, actor, request, context):
     """Each order in its own transaction, so that the one the database refuses fails alone."""
     done = {SUCCEEDED: 0, FAILED: 0, "skipped": 0}
-    cancelled = []
     for item_id in item_ids:
-        outcome, result = cancel_item(item_id, actor, request, context)
+        outcome, _cancelled = cancel_item(item_id, actor, request, context)
         if outcome == PAUSED:
             pause(job_id)
             break
         done[outcome] += 1
-        if result:
-            cancelled.append(result)
-    return done, cancelled
+    return done
 
 
 def cancel_item(item_id, actor, request, context):
@@ -264,14 +259,14 @@ def _cancel_item_once(item_id, actor, request, context):
         db.session.rollback()
         return "skipped", None
     try:
-        order = load_order_for_update(order_id)
+        order = lock_order(order_id)
         decision = evaluate_cancel(actor, order, reason=request.reason)
         if decision.needs_approval:
             approval = file_approval_request(order, actor, request, decision.why, context)
             raise InvalidState(
                 f"Needs approval ({'; '.join(decision.why)}): approval request "
                 f"#{approval.id} was filed for it.", code="approval_required")
-        cancellation = perform_full_cancel(order, actor, request, context)
+        done = perform(order, actor, request, context)
     except maintenance.MaintenanceInProgress:
         db.session.rollback()  # not a failure of this order: it is done after maintenance
         return PAUSED, None
@@ -280,10 +275,9 @@ def _cancel_item_once(item_id, actor, request, context):
         _set_item(item_id, FAILED, error_code=exc.code, error_message=exc.message)
         db.session.commit()  # an approval request filed above is routed after this commit
         return FAILED, None
-    done = (cancellation.id, order.store_id)  # read before the commit expires them
-    _set_item(item_id, SUCCEEDED, cancellation_id=cancellation.id)
+    _set_item(item_id, SUCCEEDED, cancellation_id=done.cancellation_id)
     db.session.commit()
-    return SUCCEEDED, done
+    return SUCCEEDED, (done.cancellation_id, done.store_id)
 
 
 def _set_item(item_id, status, **values):

@@ -1,13 +1,15 @@
-"""What a full cancellation of an order would do, computed without changing anything.
+"""What a full cancellation of an order would do, told without changing anything (the previews).
 
-`plan_full_cancel` is used by the cancellation itself and by the preview, so the preview can never
-promise something the cancel does not do.
+`plan_full_cancel` tells the Plan the cancellation itself writes (`cancellation/plan.py`), so the
+preview can never promise something the cancel does not do.
 """
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from models import Cancellation, StockLevel, db, money
+from models import StockLevel, db, money
+
+from cancellation.locks import plans_for
 
 
 @dataclass
@@ -67,26 +69,16 @@ def stock_lines(order, lines, check_stock=True):
             for item, quantity in lines]
 
 
-def points_settled(order):
-    """(restored, reversed): the order's points earlier cancellations already settled — a
-    partial cancellation settles its share, so what is left to settle is the rest."""
-    if order.customer_id is None or not (order.points_redeemed or order.points_earned):
-        return 0, 0  # nothing to settle: no need to ask the database
-    restored, reversed_ = db.session.execute(
-        select(func.coalesce(func.sum(Cancellation.points_restored), 0),
-               func.coalesce(func.sum(Cancellation.points_reversed), 0))
-        .where(Cancellation.order_id == order.id, Cancellation.reinstated_at.is_(None))).one()
-    return int(restored), int(reversed_)
-
-
 def plan_full_cancel(order, check_stock=True):
-    """The effects of cancelling every open line of `order`. Reads only."""
-    open_lines = [(item, item.open_quantity) for item in order.items if item.open_quantity > 0]
-    restored, reversed_ = points_settled(order)
-    impact = Impact(
-        lines=stock_lines(order, open_lines, check_stock),
-        refund_cents=order.refundable_cents, refund_method=order.payment_method,
-        points_restored=max(order.points_redeemed - restored, 0) if order.customer_id else 0,
-        points_reversed=max(order.points_earned - reversed_, 0) if order.customer_id else 0,
-        notification_recipient=order.customer.email if order.customer else None)
-    return impact
+    """The effects of cancelling every open line of `order`: the Plan the cancellation would
+    write (`locks.plans_for`), told for the preview. Reads only."""
+    [plan] = plans_for([(order, None, None)])
+    items = {item.id: item for item in order.items}
+    lines = [(items[line.item_id], line.quantity) for line in plan.lines]
+    lines.sort(key=lambda line: line[0].id)
+    return Impact(
+        lines=stock_lines(order, lines, check_stock),
+        refund_cents=plan.refund_cents, refund_method=order.payment_method,
+        points_restored=plan.amounts.points_restored if order.customer_id else 0,
+        points_reversed=plan.amounts.points_reversed if order.customer_id else 0,
+        notification_recipient=plan.recipient)

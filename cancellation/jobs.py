@@ -92,7 +92,7 @@ def run_cancel_job(job_id):
     if outcome.needs_approval:
         return _finish(job_id, attempt, "pending_approval",
                        approval_request_id=outcome.approval_request.id)
-    return _finish(job_id, attempt, "completed", cancellation_id=outcome.cancellation.id)
+    return _finish(job_id, attempt, "completed", cancellation_id=outcome.cancellation_id)
 
 
 def _cancel_rest_of_series(job, actor, context):

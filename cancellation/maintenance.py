@@ -34,6 +34,7 @@ from models.setting import DEFAULTS
 
 from cancellation.audit import record
 from cancellation.errors import CancelDeskError
+from cancellation.locks import lock_order
 from cancellation.policy import check_may_cancel, require_visible
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,6 @@ def queue_cancel(order_id, actor, request, context, items=None):
     client's retry) gets that job back, marked `already_queued`, rather than a second one that
     could only fail.
     """
-    from cancellation.service import load_order_for_update
 
     request.validate()
     # The version the user saw is checked when the job runs, like every other check.
@@ -163,7 +163,7 @@ def queue_cancel(order_id, actor, request, context, items=None):
             CancelJob.order_id == order_id, CancelJob.user_id == actor.id,
             CancelJob.status == QUEUED).values(status=CancelJob.status)
             .execution_options(synchronize_session=False))
-        order = require_visible(actor, load_order_for_update(order_id))
+        order = require_visible(actor, lock_order(order_id))
         check_may_cancel(actor, order, request.reason)
         waiting = db.session.scalars(select(CancelJob).where(
             CancelJob.order_id == order.id, CancelJob.user_id == actor.id,

@@ -2,28 +2,9 @@
 
 The same rules as a full cancel (`service.cancel_order`): one transaction with the order row
 locked and the version checked, SPEC §1's checks in the same order, an approval request instead
-when policy requires one, and every effect of SPEC §2 written together — for exactly the
-quantities asked. An order with nothing left open becomes `cancelled`.
-
-The arithmetic (`split`) is a pure function of integers, so that it can be tested on its own:
-
-* Points are cumulative: after items worth C of the S placed (at unit prices) are cancelled,
-  `points * C // S` of the redeemed points are restored and of the earned points reversed, in
-  total. Each cancellation settles the difference between that and what was already settled, so
-  the points depend only on what has been cancelled, never on the order it was cancelled in.
-* Money is split off what is still open: a cancellation of items worth `value` of the `open`
-  value removes `amount * value // open` of the order's current subtotal, tax and discount
-  (exactly `value` of a subtotal that matches its lines), and the total changes by the sum.
-  The refund is the same share of what is still refundable (`refundable * removed // total`): on
-  a fully paid order exactly what the total went down by, so paid - refunded is always the
-  order's total. Integer floors only, no floats.
-* The cancellation that leaves nothing open takes everything that is left — the whole paid
-  remainder and every point not yet settled — so an order cancelled piece by piece, in any
-  order, ends with exactly the refund, points and stock of one full cancel.
-
-(The order row keeps only its current tax and discount, not the placed ones, so those two cannot
-be recomputed from the placed figures: a different order of partial cancels can round a cent
-differently on the way, never at the end.)
+when policy requires one, and every effect of SPEC §2 written together by the one writer
+(`service.perform` → `plan` → `effects`) — for exactly the quantities asked. An order with
+nothing left open becomes `cancelled`. The arithmetic is `cancellation/plan.py`'s.
 """
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,117 +13,26 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm.exc import StaleDataError
 
-from models import ApprovalRequest, Cancellation, CancelJob, Order, OrderItem, db, money, utcnow
+from models import ApprovalRequest, Cancellation, CancelJob, Order, db, money
 from models.order import OrderStatus
 
 from cancellation import maintenance, outbox
-from cancellation.audit import AuditContext, record
+from cancellation.audit import AuditContext
 from cancellation.errors import Blocked, CancelDeskError, ConcurrentModification, ValidationFailed
-from cancellation.impact import points_settled, stock_lines
+from cancellation.impact import stock_lines
+from cancellation.locks import lock_order, refresh_items, settled_points
+from cancellation.plan import amounts_of
 from cancellation.policy import (
     approval_reasons, blockers_of, can, check_may_cancel, check_state, evaluate_cancel,
     require_visible,
 )
 from cancellation.privacy import mask_email
-from cancellation.service import (
-    CancelRequest, after_commit, allocate_refund, file_approval_request, load_order_for_update,
-    order_snapshot, queue_notification, queue_refund, restore_loyalty_points, return_stock,
-)
+from cancellation.service import CancelRequest, after_commit, file_approval_request, perform
 
 # The most lines one request may name (the API refuses longer lists before they get here).
 MAX_LINES = 500
 QUANTITY_MAX = 100000
 ID_MAX = 2**31 - 1
-
-
-# --- the arithmetic --------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Figures:
-    """An order's money (cents) and points right before a cancellation, as plain integers."""
-
-    subtotal: int
-    tax: int
-    discount: int
-    total: int
-    paid: int
-    refunded: int
-    placed_value: int  # sum of quantity x unit price over every line as placed
-    open_value: int  # sum of open quantity x unit price, before this cancellation
-    points_earned: int = 0
-    points_redeemed: int = 0
-    points_reversed: int = 0  # already settled by earlier cancellations
-    points_restored: int = 0
-
-    @property
-    def refundable(self):
-        return max(self.paid - self.refunded, 0)
-
-
-@dataclass(frozen=True)
-class Split:
-    """What one partial cancellation takes off the order (all non-negative)."""
-
-    subtotal: int
-    tax: int
-    discount: int
-    total: int
-    refund: int
-    points_restored: int
-    points_reversed: int
-
-
-def _share(amount, part, whole):
-    """`part / whole` of `amount`, rounded down; nothing of nothing."""
-    if whole <= 0 or amount <= 0 or part <= 0:
-        return 0
-    return amount * min(part, whole) // whole
-
-
-def _points(total, settled, cancelled_value, placed_value, closes):
-    """This cancellation's points: the cumulative share of `total`, less what is settled."""
-    left = max(total - settled, 0)
-    if closes:
-        return left
-    return min(max(_share(total, cancelled_value, placed_value) - settled, 0), left)
-
-
-def split(figures, value, *, closes):
-    """What cancelling items worth `value` (at unit prices) takes off an order with `figures`.
-
-    `closes`: nothing of the order is left open afterwards — then everything left goes.
-    """
-    f = figures
-    if closes:
-        subtotal, tax, discount = max(f.subtotal, 0), max(f.tax, 0), max(f.discount, 0)
-        total, refund = max(f.total, 0), f.refundable
-    else:
-        subtotal = _share(f.subtotal, value, f.open_value)
-        tax = _share(f.tax, value, f.open_value)
-        discount = _share(f.discount, value, f.open_value)
-        total = min(max(subtotal + tax - discount, 0), max(f.total, 0))
-        refund = _share(f.refundable, total, f.total)
-    cancelled_value = f.placed_value - f.open_value + value
-    return Split(
-        subtotal=subtotal, tax=tax, discount=discount, total=total, refund=refund,
-        points_restored=_points(f.points_redeemed, f.points_restored, cancelled_value,
-                                f.placed_value, closes),
-        points_reversed=_points(f.points_earned, f.points_reversed, cancelled_value,
-                                f.placed_value, closes))
-
-
-def figures_of(order):
-    """The order's Figures (its items must be current: read them under the row lock)."""
-    with_customer = order.customer_id is not None
-    restored, reversed_ = points_settled(order) if with_customer else (0, 0)
-    return Figures(
-        subtotal=order.subtotal_cents, tax=order.tax_cents, discount=order.discount_cents,
-        total=order.total_cents, paid=order.paid_cents, refunded=order.refunded_cents,
-        placed_value=sum(i.quantity * i.unit_price_cents for i in order.items),
-        open_value=sum(i.open_quantity * i.unit_price_cents for i in order.items),
-        points_earned=order.points_earned if with_customer else 0,
-        points_redeemed=order.points_redeemed if with_customer else 0,
-        points_reversed=reversed_, points_restored=restored)
 
 
 # --- the request -----------------------------------------------------------------------------
@@ -246,17 +136,9 @@ def resolve_lines(order, lines):
     return resolved
 
 
-def closes_order(order, lines):
-    """Nothing of the order is left open once `lines` ([(item, quantity)]) are cancelled."""
-    asked = {item.id: quantity for item, quantity in lines}
-    return all(item.open_quantity - asked.get(item.id, 0) <= 0 for item in order.items)
-
-
 def plan(order, lines):
     """(Split, closes) for cancelling `lines` ([(item, quantity)]) of `order`. Reads only."""
-    closes = closes_order(order, lines)
-    value = sum(item.unit_price_cents * quantity for item, quantity in lines)
-    return split(figures_of(order), value, closes=closes), closes
+    return amounts_of(order, lines, settled_points([order]).get(order.id, (0, 0)))
 
 
 # --- cancelling ------------------------------------------------------------------------------
@@ -266,7 +148,7 @@ class PartialOutcome:
     """The cancellation performed, the approval request filed instead, or the job queued."""
 
     order: Order
-    cancellation: Cancellation | None = None
+    cancellation_id: int | None = None
     approval_request: ApprovalRequest | None = None
     job: CancelJob | None = None
     created: bool = True  # False: the approval request is the requester's open one
@@ -275,12 +157,12 @@ class PartialOutcome:
     def needs_approval(self):
         return self.approval_request is not None
 
-
-def refresh_items(order):
-    """Read the order's items again under its row lock: every writer of an item locks the
-    order first, so what is read now is what the cancellation may rely on."""
-    db.session.scalars(select(OrderItem).where(OrderItem.order_id == order.id)
-                       .execution_options(populate_existing=True)).all()
+    @property
+    def cancellation(self):
+        """The cancellation performed (read when asked for), or None."""
+        if self.cancellation_id is None:
+            return None
+        return db.session.get(Cancellation, self.cancellation_id)
 
 
 def cancel_items(order_id, actor, request, context=None, *, justification=None):
@@ -298,7 +180,7 @@ def cancel_items(order_id, actor, request, context=None, *, justification=None):
         justification = check_justification(justification)
     context = context or AuditContext()
     try:
-        order = load_order_for_update(order_id)
+        order = lock_order(order_id)
         decision = evaluate_cancel(actor, order, reason=request.reason,
                                    expected_version=request.expected_version)
         refresh_items(order)
@@ -311,7 +193,7 @@ def cancel_items(order_id, actor, request, context=None, *, justification=None):
         if justification is not None:
             raise Blocked(f"You may cancel items of order {order.number} yourself; no approval "
                           "is needed.", code="approval_not_required")
-        cancellation = perform_partial_cancel(order, actor, request, context)
+        done = perform_partial_cancel(order, actor, request, context)
         db.session.commit()
     except StaleDataError:
         db.session.rollback()
@@ -320,8 +202,8 @@ def cancel_items(order_id, actor, request, context=None, *, justification=None):
     except Exception:
         db.session.rollback()
         raise
-    after_commit(actor, cancellation, context)
-    return PartialOutcome(order=order, cancellation=cancellation)
+    after_commit(actor, done.store_id, context)
+    return PartialOutcome(order=order, cancellation_id=done.cancellation_id)
 
 
 def _file_approval(order, actor, request, why, context, justification):
@@ -341,57 +223,10 @@ def _file_approval(order, actor, request, why, context, justification):
 
 def perform_partial_cancel(order, actor, request, context):
     """SPEC §2 for the request's lines, inside the caller's transaction with the order row
-    locked (the approval of a partial request calls it too); the caller commits."""
-    # While maintenance is on, cancellations are queued (`submit_items`); whatever still gets
-    # here (an approval decision, a job in flight) is refused, as full cancellations are.
-    maintenance.refuse_while_on(maintenance.CANCELLING_PAUSED)
+    locked (the approval of a partial request calls it too); the caller commits. Returns the
+    Plan written."""
     refresh_items(order)
-    lines = resolve_lines(order, request.lines)
-    before = _money_snapshot(order)
-    amounts, closes = plan(order, lines)
-    previous_status = order.status
-    order.subtotal_cents -= amounts.subtotal
-    order.tax_cents -= amounts.tax
-    order.discount_cents -= amounts.discount
-    order.total_cents -= amounts.total
-    if closes:
-        order.previous_status = previous_status
-        order.status = OrderStatus.CANCELLED.value
-        order.cancelled_at = utcnow()
-    # The row changes, and its version moves, even when the items cancelled cost nothing.
-    order.updated_at = utcnow()
-    allocate_refund(order, amounts.refund)
-    # Flush the version-checked UPDATE first: a concurrent writer loses here, before any effect.
-    db.session.flush()
-
-    cancellation = Cancellation(
-        order=order, kind="partial", reason=request.reason, notes=request.notes,
-        request_contact=request.request_contact, request_channel=request.request_channel,
-        requested_at=request.requested_at, actor_id=getattr(actor, "id", None),
-        source=context.source, previous_status=previous_status,
-        notify_customer=request.notify_customer)
-    db.session.add(cancellation)
-    for item, quantity in lines:
-        item.cancelled_quantity += quantity
-    return_stock(order, cancellation, lines)
-    restore_loyalty_points(order, cancellation, amounts.points_restored, amounts.points_reversed)
-    refund = queue_refund(order, cancellation, amounts.refund)
-    notification = queue_notification(order, cancellation) if request.notify_customer else None
-    db.session.flush()
-    cancellation.order_version = order.version
-    record(actor, "order.partially_cancelled", target_type="order", target_id=order.id,
-           store_id=order.store_id, order_id=order.id, before=before,
-           after={**_money_snapshot(order), "cancellation_id": cancellation.id,
-                  "items": [{"item_id": item.id, "quantity": quantity}
-                            for item, quantity in lines],
-                  "order_cancelled": closes, "reason": request.reason, "notes": request.notes,
-                  "refund": money(refund.amount_cents) if refund else None,
-                  "points_restored": amounts.points_restored,
-                  "points_reversed": amounts.points_reversed,
-                  "notification_id": notification.id if notification else None,
-                  "inventory_reconciliation": cancellation.flag_inventory_reconciliation},
-           context=context)
-    return cancellation
+    return perform(order, actor, request, context, lines=resolve_lines(order, request.lines))
 
 
 def describe(cancellation):
@@ -431,12 +266,6 @@ def request_summary(order, payload):
         return summary
     summary.update(refund_cents=amounts.refund, closes_order=closes)
     return summary
-
-
-def _money_snapshot(order):
-    return {**order_snapshot(order), "subtotal": money(order.subtotal_cents),
-            "tax": money(order.tax_cents), "discount": money(order.discount_cents),
-            "refunded": money(order.refunded_cents)}
 
 
 # --- large requests: the worker does them ----------------------------------------------------
@@ -538,6 +367,6 @@ def preview_items(actor, order, lines, *, notify=True):
     return answer
 
 
-__all__ = ["Figures", "Split", "split", "figures_of", "PartialCancelRequest", "PartialOutcome",
+__all__ = ["PartialCancelRequest", "PartialOutcome",
            "cancel_items", "perform_partial_cancel", "submit_items", "preview_items",
            "resolve_lines", "line_problems", "run_job_payload"]

@@ -24,7 +24,7 @@ from cancellation.audit import record
 from cancellation.errors import Blocked, ConcurrentModification, Forbidden, InvalidState
 from cancellation.outbox import RETRYABLE
 from cancellation.policy import can, require_visible
-from cancellation.service import load_order_for_update
+from cancellation.locks import lock_order
 
 REMEDIATION = ("Reinstatement now requires manual intervention: open a remediation ticket with "
                "template CASE-REINSTATE and include the original order data from "
@@ -91,7 +91,7 @@ def reinstate_eligibility(order, now=None):
 def reinstate_order(order_id, actor, *, reason, restore_previous_state=True, context=None):
     """Undo the last full cancellation of the order. Raises with the reason when not eligible."""
     try:
-        order = require_visible(actor, load_order_for_update(order_id))
+        order = require_visible(actor, lock_order(order_id))
         if not can(actor, "reinstate_order"):
             raise Forbidden("You do not have permission to reinstate orders.")
         # Refused here, not queued: a reinstatement is decided on the order as it is now (see

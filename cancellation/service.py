@@ -1,26 +1,26 @@
 """Cancelling an order: one transaction, order row locked, every effect written together.
 
-Every entry point (panel, API v1, API v2, bulk and approval tasks) calls `cancel_order`; nothing
-else changes an order's status to cancelled.
+Every entry point (panel, API v1, API v2, bulk and approval tasks) cancels through `perform`:
+the order locked (`locks`), the cancellation worked out (`plan`) and written (`effects`) — the
+only code that sets an order to cancelled or queues a refund for a cancellation.
 """
 import logging
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from sqlalchemy import and_, func, select, update
-from sqlalchemy.orm import aliased, joinedload
+from sqlalchemy.orm import aliased
 from sqlalchemy.orm.exc import StaleDataError
 
 from models import (
-    ApprovalRequest, Cancellation, CancellationItem, Customer, LoyaltyEntry, LoyaltyKind,
-    Notification, Order, Refund, StockLevel, db, isoformat, money, utcnow,
+    ApprovalRequest, Cancellation, CancellationItem, Order, StockLevel, db, isoformat, utcnow,
 )
-from models.order import CANCELLABLE_STATUSES, OrderStatus, PaymentStatus
+from models.order import CANCELLABLE_STATUSES
 
-from cancellation import maintenance, outbox, oversight
+from cancellation import effects, maintenance, oversight
 from cancellation.audit import AuditContext, record
-from cancellation.impact import plan_full_cancel
 from cancellation.errors import ConcurrentModification, InvalidState, NotFound, ValidationFailed
+from cancellation.locks import lock_order, plans_for
 from cancellation.policy import evaluate_cancel, require_visible
 from cancellation.reasons import REASON_CODES, REQUEST_CHANNELS, CancellationReason
 from cancellation.transactions import commit_keeping, expire
@@ -95,7 +95,7 @@ class CancelOutcome:
     """Either the cancellation performed, or the approval request filed instead."""
 
     order: Order
-    cancellation: Cancellation | None = None
+    cancellation_id: int | None = None
     approval_request: ApprovalRequest | None = None
     also_cancelled: list = field(default_factory=list)
     also_pending_approval: list = field(default_factory=list)
@@ -107,19 +107,12 @@ class CancelOutcome:
     def needs_approval(self):
         return self.approval_request is not None
 
-
-def load_order_for_update(order_id):
-    """The order row, locked until commit (SQLite serialises writers anyway).
-
-    FOR NO KEY UPDATE, not FOR UPDATE: we never change an order's key, and the weaker lock
-    still lets other transactions insert rows that reference the order (their foreign-key check
-    takes KEY SHARE), which FOR UPDATE would block — a deadlock with any transaction that holds
-    such a row's parent and then waits for this order."""
-    return db.session.scalar(
-        select(Order).where(Order.id == order_id)
-        .options(joinedload(Order.customer), joinedload(Order.store))  # read in the same trip
-        .with_for_update(key_share=True, of=Order)
-        .execution_options(populate_existing=True))
+    @property
+    def cancellation(self):
+        """The cancellation performed (read when asked for), or None."""
+        if self.cancellation_id is None:
+            return None
+        return db.session.get(Cancellation, self.cancellation_id)
 
 
 def cancel_order(order_id, actor, request, context=None):
@@ -131,7 +124,7 @@ def cancel_order(order_id, actor, request, context=None):
     request.validate()
     context = context or AuditContext()
     try:
-        order = load_order_for_update(order_id)
+        order = lock_order(order_id)
         decision = evaluate_cancel(actor, order, reason=request.reason,
                                    expected_version=request.expected_version)
         if decision.needs_approval:
@@ -143,10 +136,10 @@ def cancel_order(order_id, actor, request, context=None):
             db.session.commit()
             outcome = CancelOutcome(order=order, approval_request=approval)
         else:
-            cancellation = perform_full_cancel(order, actor, request, context)
-            # The order was locked and written here, the cancellation written: the after-commit
-            # step reads them as they are instead of loading each again.
-            kept = (order, cancellation, actor)
+            plan = perform(order, actor, request, context)
+            # The order was locked and written here: the after-commit step reads it as it is
+            # instead of loading it again.
+            kept = (order, actor)
             commit_keeping(*kept)
             outcome = None
     except StaleDataError:
@@ -157,20 +150,19 @@ def cancel_order(order_id, actor, request, context=None):
         db.session.rollback()
         raise
     if outcome is None:
-        after_commit(actor, cancellation, context)
+        after_commit(actor, order.store_id, context)
         expire(*kept)  # from here on as after any commit: read again when used
-        outcome = CancelOutcome(order=order, cancellation=cancellation)
+        outcome = CancelOutcome(order=order, cancellation_id=plan.cancellation_id)
     if request.scope == "all_future" and order.series_id:
         cancel_future_in_series(order, actor, request, context, outcome)
     return outcome
 
 
-def after_commit(actor, cancellation, context):
+def after_commit(actor, store_id, context):
     """What follows every committed cancellation, whichever path performed it (a direct cancel,
-    an approval): its refund and notice go to the workers, and the actor's cancelling is
-    checked for unusual patterns (a flag only; it never blocks)."""
-    outbox.dispatch_for(cancellation)
-    oversight.after_cancellation(actor, cancellation, context)
+    an approval, a job): the actor's cancelling is checked for unusual patterns (a flag only;
+    it never blocks). (Its refund and notice went to the workers with the commit.)"""
+    oversight.after_cancellations(actor, store_id, context)
 
 
 def later_in_series(order):
@@ -220,133 +212,15 @@ def cancel_future_in_series(order, actor, request, context, outcome):
     return outcome
 
 
-def perform_full_cancel(order, actor, request, context):
-    """All of SPEC §2 inside the caller's transaction; the caller commits."""
+def perform(order, actor, request, context, lines=None):
+    """Cancel `lines` ([(item, quantity)], checked already) of the locked `order` — every open
+    quantity when None — inside the caller's transaction; the caller commits. Returns the Plan
+    written (its `cancellation_id` is the new cancellation's)."""
     # While maintenance is on, cancellations are queued (maintenance.queue_cancel); whatever
     # still reaches this point (an approval decision, a job already in flight) is refused.
     maintenance.refuse_while_on(maintenance.CANCELLING_PAUSED)
-    before = order_snapshot(order)
-    impact = plan_full_cancel(order, check_stock=False)  # return_stock finds out, row by row
-    refund_cents = impact.refund_cents
-    order.previous_status = order.status
-    order.status = OrderStatus.CANCELLED.value
-    order.cancelled_at = utcnow()
-    allocate_refund(order, refund_cents)
-    # Flush the version-checked UPDATE first: a concurrent writer loses here, before any effect.
-    db.session.flush()
-
-    cancellation = Cancellation(
-        order=order, kind="full", reason=request.reason, notes=request.notes,
-        request_contact=request.request_contact, request_channel=request.request_channel,
-        requested_at=request.requested_at, actor_id=getattr(actor, "id", None),
-        source=context.source, previous_status=order.previous_status,
-        notify_customer=request.notify_customer, order_version=order.version,
-        refund_cents=max(refund_cents, 0), items=[])  # an empty collection: never lazy-loaded
-    db.session.add(cancellation)
-    items = {item.id: item for item in order.items}
-    lines = [(items[line.order_item_id], line.quantity) for line in impact.lines]
-    for item, quantity in lines:
-        item.cancelled_quantity += quantity
-    return_stock(order, cancellation, lines)
-    restore_loyalty_points(order, cancellation, impact.points_restored, impact.points_reversed)
-    refund = queue_refund(order, cancellation, refund_cents)
-    notification = queue_notification(order, cancellation) if request.notify_customer else None
-    db.session.flush()
-    record(actor, "order.cancelled", target_type="order", target_id=order.id,
-           store_id=order.store_id, order_id=order.id, before=before,
-           after={**order_snapshot(order), "cancellation_id": cancellation.id,
-                  "reason": request.reason, "notes": request.notes,
-                  "refund": money(refund.amount_cents) if refund else None,
-                  "notification_id": notification.id if notification else None,
-                  "inventory_reconciliation": cancellation.flag_inventory_reconciliation},
-           context=context)
-    return cancellation
-
-
-def order_snapshot(order):
-    return {"status": order.status, "version": order.version,
-            "total": money(order.total_cents), "payment_status": order.payment_status,
-            "open_items": {str(i.id): i.open_quantity for i in order.items}}
-
-
-def return_stock(order, cancellation, lines):
-    """Release exactly the cancelled quantities back to available stock.
-
-    A missing stock row does not stop the cancellation: the line is recorded as not returned and
-    the cancellation is flagged for inventory reconciliation.
-    """
-    # No autoflush: the lines are inserted together at the next flush, not one by one.
-    with db.session.no_autoflush:
-        for item, quantity in sorted(lines, key=lambda line: line[0].product_id):
-            released = db.session.execute(
-                update(StockLevel)
-                .where(StockLevel.store_id == order.store_id,
-                       StockLevel.product_id == item.product_id)
-                .values(reserved=StockLevel.reserved - quantity)
-                .execution_options(synchronize_session=False)).rowcount
-            cancellation.items.append(CancellationItem(
-                order_item_id=item.id, product_id=item.product_id, quantity=quantity,
-                stock_returned=bool(released)))
-            if not released:
-                cancellation.flag_inventory_reconciliation = True
-
-
-def restore_loyalty_points(order, cancellation, restored, reversed_):
-    """Give back points redeemed on the order and take back points it earned."""
-    if order.customer_id is None:
-        return
-    # Before the UPDATE below autoflushes the cancellation: one INSERT, no UPDATE after it.
-    cancellation.points_restored, cancellation.points_reversed = restored, reversed_
-    what = "items cancelled" if cancellation.kind == "partial" else "order cancelled"
-    if restored:
-        db.session.add(LoyaltyEntry(customer_id=order.customer_id, order_id=order.id,
-                                    cancellation=cancellation, points=restored,
-                                    kind=LoyaltyKind.RESTORED.value,
-                                    note=f"Redeemed on {order.number}, {what}"))
-    if reversed_:
-        db.session.add(LoyaltyEntry(customer_id=order.customer_id, order_id=order.id,
-                                    cancellation=cancellation, points=-reversed_,
-                                    kind=LoyaltyKind.REVERSED.value,
-                                    note=f"Earned on {order.number}, {what}"))
-    if restored or reversed_:
-        db.session.execute(
-            update(Customer).where(Customer.id == order.customer_id)
-            .values(loyalty_points=Customer.loyalty_points + restored - reversed_)
-            .execution_options(synchronize_session=False))
-
-
-def allocate_refund(order, amount_cents):
-    """Book the amount as refunded on the order (the Refund row tracks the actual payout)."""
-    if amount_cents <= 0:
-        return
-    order.refunded_cents += amount_cents
-    order.payment_status = (PaymentStatus.REFUNDED.value
-                            if order.refunded_cents >= order.paid_cents
-                            else PaymentStatus.PARTIALLY_REFUNDED.value)
-
-
-def queue_refund(order, cancellation, amount_cents):
-    """Write the refund to the outbox; the gateway is called by a worker after commit."""
-    if amount_cents <= 0:
-        return None
-    cancellation.refund_cents = amount_cents  # before the flush: one INSERT, no UPDATE after it
-    db.session.flush()
-    refund = Refund(order_id=order.id, cancellation_id=cancellation.id,
-                    amount_cents=amount_cents, method=order.payment_method,
-                    idempotency_key=f"refund-cancellation-{cancellation.id}")
-    db.session.add(refund)
-    return refund
-
-
-def queue_notification(order, cancellation):
-    db.session.flush()
-    recipient = order.customer.email if order.customer else None
-    notification = Notification(order_id=order.id, cancellation_id=cancellation.id,
-                                channel="email", template=f"order_{cancellation.kind}_cancelled",
-                                recipient=recipient,
-                                idempotency_key=f"notify-cancellation-{cancellation.id}")
-    db.session.add(notification)
-    return notification
+    [plan] = effects.write(plans_for([(order, request, lines)]), actor, context)
+    return plan
 
 
 def file_approval_request(order, actor, request, why, context, justification=None):
@@ -391,7 +265,7 @@ def return_unreturned_stock(order, actor, context):
     Lines whose stock row was missing are counted back as on-hand units (creating the row);
     a line already returned is never returned twice.
     """
-    order = load_order_for_update(order.id)
+    order = lock_order(order.id)
     if not order.cancellations:
         raise InvalidState(f"Order {order.number} has no cancelled items to return.")
     returned = []

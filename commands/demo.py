@@ -12,23 +12,27 @@ The data keeps the invariants the domain relies on:
   "inventory reconciliation" flag;
 - a customer's loyalty balance is the sum of their ledger entries, and every order's points
   earned / redeemed have matching entries;
-- an already-cancelled order looks exactly as `cancel_order` leaves one: items cancelled, a
-  Cancellation with its items, refund booked, loyalty restored / reversed, delivered refund and
-  notification, and an entry in the hash-chained audit log.
+- an already-cancelled order is cancelled by the domain's own writer (`cancellation/effects.py`),
+  at its time in the past and by the member of staff who did it: items cancelled, a Cancellation
+  with its items, refund booked, loyalty restored / reversed, stock released, an entry in the
+  hash-chained audit log — and its refund and notice then marked delivered, as the workers would
+  have done at the time.
 """
 import random
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import bindparam, func, insert, select, text, update
 
-from cancellation.audit import compute_hash
+from cancellation import effects
+from cancellation.audit import AuditContext
+from cancellation.locks import lock_orders, plans_for
+from cancellation.service import CancelRequest
 from models import (
-    AuditChainHead, AuditEvent, Cancellation, CancellationItem, Customer, LoyaltyEntry, Notification,
-    Order, OrderItem, Product, Refund, StockLevel, Store, User, db, money, user_stores, utcnow,
+    Customer, LoyaltyEntry, Notification, Order, OrderItem, Product, Refund, StockLevel, Store,
+    User, db, user_stores, utcnow,
 )
-from models.audit import GENESIS
 from models.order import CANCELLABLE_STATUSES
 
 DEMO_PASSWORD = "demo-password"
@@ -190,6 +194,7 @@ class DemoBuilder:
         self.numbers = {store["id"]: store["first_number"] for store in STORES}
         self.stock_missing = set()
         self.points = defaultdict(int)
+        self.unbooked = defaultdict(int)  # points the cancellations will settle (cancel())
         self.ledger = []  # (customer, order, placed_at, points, kind, note, cancellation)
 
     # -- reference data ------------------------------------------------------------------------
@@ -390,7 +395,7 @@ class DemoBuilder:
             if points_earned:
                 self.book_points(customer, order, points_earned, "earned", f"Earned on {number}")
         if status == "cancelled":
-            self.cancel(order, items, customer, rng)
+            self.cancel(order, customer, rng)
         return order
 
     def book_points(self, customer, order, points, kind, note, cancellation_id=None, at=None):
@@ -399,10 +404,9 @@ class DemoBuilder:
                       cancellation_id=cancellation_id, points=points, kind=kind, note=note,
                       created_at=at or order["placed_at"])
 
-    def cancel(self, order, items, customer, rng):
-        """Make the order look exactly as a full cancellation through the domain leaves it."""
-        self.cancellation_id += 1
-        cancellation_id = self.cancellation_id
+    def cancel(self, order, customer, rng):
+        """Leave the order open, as it was when it was cancelled, and note who cancels it, when
+        and why: `cancel_history` cancels it through the domain's writer once it is written."""
         cancelled_at = order["placed_at"] + timedelta(minutes=rng.randint(10, 60 * 20))
         cancelled_at = min(cancelled_at, self.now - timedelta(minutes=1))
         previous = rng.choices(["pending", "on_hold", "in_progress"], weights=[70, 18, 12])[0]
@@ -418,59 +422,22 @@ class DemoBuilder:
                                              else customer["email"] or customer["phone"])
                                ) or "walk-in customer"
             requested_at = cancelled_at - timedelta(minutes=rng.randint(2, 45))
-        refund_cents = order["paid_cents"]
-        order.update(status="cancelled", previous_status=previous, cancelled_at=cancelled_at,
-                     updated_at=cancelled_at, version=2, refunded_cents=refund_cents,
-                     payment_status="refunded" if refund_cents else "unpaid",
-                     shipment_status="not_shipped")
-        reconcile = False
-        for item in items:
-            item["cancelled_quantity"] = item["quantity"]
-            returned = (order["store_id"], item["product_id"]) not in self.stock_missing
-            reconcile = reconcile or not returned
-            self.plan.add(CancellationItem, cancellation_id=cancellation_id,
-                          order_item_id=item["id"], product_id=item["product_id"],
-                          quantity=item["quantity"], stock_returned=returned)
-        has_email = bool(customer and customer["email"])
-        self.plan.add(
-            Cancellation, id=cancellation_id, order_id=order["id"], kind="full", reason=reason,
-            notes=rng.choice(notes), request_contact=request_contact,
-            request_channel=request_channel, requested_at=requested_at, actor_id=actor_id,
-            source=rng.choices(["panel", "api_v1"], weights=[85, 15])[0],
-            previous_status=previous, refund_cents=refund_cents,
-            points_restored=order["points_redeemed"], points_reversed=order["points_earned"],
-            notify_customer=has_email, flag_inventory_reconciliation=reconcile,
-            flag_manual_refund=False, flag_manual_notification=False, created_at=cancelled_at)
-        if customer is not None:
-            if order["points_redeemed"]:
-                self.book_points(customer, order, order["points_redeemed"], "restored",
-                                 f"Redeemed on {order['number']}, order cancelled",
-                                 cancellation_id, cancelled_at)
-            if order["points_earned"]:
-                self.book_points(customer, order, -order["points_earned"], "reversed",
-                                 f"Earned on {order['number']}, order cancelled",
-                                 cancellation_id, cancelled_at)
-        delivered_at = cancelled_at + timedelta(seconds=rng.randint(2, 40))
-        if refund_cents:
-            self.plan.add(Refund, order_id=order["id"], cancellation_id=cancellation_id,
-                          amount_cents=refund_cents, method=order["payment_method"],
-                          gateway_reference=f"sim_re_{rng.getrandbits(64):016x}",
-                          status="succeeded", attempts=1, last_error=None,
-                          idempotency_key=f"refund-cancellation-{cancellation_id}",
-                          created_at=cancelled_at, updated_at=delivered_at,
-                          dispatched_at=cancelled_at, next_attempt_at=None,
-                          succeeded_at=delivered_at)
-        if has_email:  # staff untick "notify customer" when there is no address to write to
-            self.plan.add(Notification, order_id=order["id"], cancellation_id=cancellation_id,
-                          channel="email", template="order_full_cancelled",
-                          recipient=customer["email"], status="succeeded", attempts=1,
-                          last_error=None,
-                          idempotency_key=f"notify-cancellation-{cancellation_id}",
-                          created_at=cancelled_at, updated_at=delivered_at,
-                          dispatched_at=cancelled_at, next_attempt_at=None,
-                          sent_at=delivered_at)
-        self.audit_events.append((cancelled_at, actor_id, order, previous, cancellation_id,
-                                  reason, refund_cents, reconcile))
+        order.update(status=previous, shipment_status="not_shipped", billing_hold=False)
+        if customer is not None:  # what the cancellation will give back and take back, so that
+            # later orders redeem only what the customer will have (the writer books it)
+            settled = order["points_redeemed"] - order["points_earned"]
+            self.points[customer["id"]] += settled
+            self.unbooked[customer["id"]] += settled
+        self.cancellations.append({
+            "order_id": order["id"], "at": cancelled_at, "actor_id": actor_id,
+            "source": rng.choices(["panel", "api_v1"], weights=[85, 15])[0],
+            # staff untick "notify customer" when there is no address to write to
+            "request": CancelRequest(
+                reason=reason, notes=rng.choice(notes), request_contact=request_contact,
+                request_channel=request_channel, requested_at=requested_at,
+                notify_customer=bool(customer and customer["email"])),
+            "delivered_at": cancelled_at + timedelta(seconds=rng.randint(2, 40)),
+            "gateway_reference": f"sim_re_{rng.getrandbits(64):016x}"})
 
     def add_guaranteed_cases(self):
         """Make sure the cases worth trying exist in both stores whatever the dice said."""
@@ -534,51 +501,22 @@ class DemoBuilder:
         for customer in self.customers:
             self.plan.add(Customer, id=customer["id"], name=customer["name"],
                           email=customer["email"], phone=customer["phone"],
-                          loyalty_points=self.points[customer["id"]])
-
-    def build_audit(self):
-        """One `order.cancelled` event per demo cancellation, chained like the real ones."""
-        emails = {user_id: email for user_id, (email, *_rest) in enumerate(USERS, start=1)}
-        prev_hash, seq = GENESIS, 0
-        for (at, actor_id, order, previous, cancellation_id, reason, refund,
-             reconcile) in sorted(self.audit_events, key=lambda e: e[0]):
-            seq += 1
-            values = {
-                "seq": seq, "created_at": at.replace(microsecond=0), "actor_id": actor_id,
-                "actor_label": emails[actor_id], "action": "order.cancelled",
-                "target_type": "order", "target_id": str(order["id"]),
-                "store_id": order["store_id"], "order_id": order["id"],
-                "before": {"status": previous, "version": 1, "total": money(order["total_cents"]),
-                           "payment_status": "paid" if refund else "unpaid"},
-                "after": {"status": "cancelled", "version": 2,
-                          "total": money(order["total_cents"]),
-                          "payment_status": order["payment_status"],
-                          "cancellation_id": cancellation_id, "reason": reason,
-                          "refund": money(refund) if refund else None,
-                          "inventory_reconciliation": reconcile},
-                "request_id": None, "ip": None, "prev_hash": prev_hash,
-            }
-            values["hash"] = compute_hash(AuditEvent(**values))
-            prev_hash = values["hash"]
-            self.plan.add(AuditEvent, **values)
-        self.plan.add(AuditChainHead, id=1, seq=seq, hash=prev_hash)
+                          loyalty_points=(self.points[customer["id"]]
+                                          - self.unbooked[customer["id"]]))
 
     def build(self):
-        self.audit_events = []
+        self.cancellations = []
         self.build_reference()
         self.build_orders()
         self.build_stock()
         self.build_customers_rows()
-        self.build_audit()
         return self.plan
 
 
 # Parents before children (foreign keys are enforced on SQLite too).
 INSERT_ORDER = [Store, User, user_stores, Product, Customer, StockLevel, Order, OrderItem,
-                Cancellation, CancellationItem, LoyaltyEntry, Refund, Notification, AuditEvent,
-                AuditChainHead]
-EXPLICIT_IDS = ["stores", "users", "products", "customers", "orders", "order_items",
-                "cancellations", "audit_chain_head"]
+                LoyaltyEntry]
+EXPLICIT_IDS = ["stores", "users", "products", "customers", "orders", "order_items"]
 
 
 def _insert(target, rows, chunk=2000):
@@ -602,13 +540,60 @@ def _advance_sequences():
 
 def seed_demo(seed=SEED, now=None):
     """Insert the demo data set into an empty database and commit. Returns counts by table."""
-    plan = DemoBuilder(seed=seed, now=now).build()
+    builder = DemoBuilder(seed=seed, now=now)
+    plan = builder.build()
     for target in INSERT_ORDER:
         _insert(target, plan.rows[target])
     _advance_sequences()
     db.session.commit()
-    return {getattr(t, "__tablename__", getattr(t, "name", str(t))): len(plan.rows[t])
-            for t in INSERT_ORDER}
+    cancel_history(builder.cancellations)
+    counts = {getattr(t, "__tablename__", getattr(t, "name", str(t))): len(plan.rows[t])
+              for t in INSERT_ORDER}
+    counts["cancellations"] = len(builder.cancellations)
+    return counts
+
+
+def cancel_history(cancellations):
+    """Cancel the demo's cancelled orders through the domain's writer, oldest first, each at its
+    time and by its member of staff — consecutive ones of one person and channel together — and
+    mark their refunds and notices delivered shortly after, as the workers would have."""
+    cancellations = sorted(cancellations, key=lambda c: (c["at"], c["order_id"]))
+    users = {user.id: user for user in db.session.scalars(select(User))}
+    delivered = []
+    start = 0
+    while start < len(cancellations):
+        end = start + 1
+        key = (cancellations[start]["actor_id"], cancellations[start]["source"])
+        while (end < len(cancellations)
+               and (cancellations[end]["actor_id"], cancellations[end]["source"]) == key):
+            end += 1
+        run = cancellations[start:end]
+        orders = lock_orders([c["order_id"] for c in run])
+        plans = [plans_for([(orders[c["order_id"]], c["request"], None)], now=c["at"])[0]
+                 for c in run]
+        effects.write(plans, users[key[0]], AuditContext(source=key[1]), dispatch=False)
+        db.session.commit()
+        delivered += zip(run, plans, strict=True)
+        start = end
+    _delivered_long_ago(delivered)
+
+
+def _delivered_long_ago(done):
+    refunds = [{"b_id": plan.refund_id, "b_ref": c["gateway_reference"], "b_at": c["at"],
+                "b_done": c["delivered_at"]} for c, plan in done if plan.refund_id]
+    notices = [{"b_id": plan.notification_id, "b_at": c["at"], "b_done": c["delivered_at"]}
+               for c, plan in done if plan.notification_id]
+    for model, rows, values in (
+            (Refund, refunds, {"gateway_reference": bindparam("b_ref"),
+                               "succeeded_at": bindparam("b_done")}),
+            (Notification, notices, {"sent_at": bindparam("b_done")})):
+        if rows:
+            table = model.__table__
+            db.session.execute(
+                update(table).where(table.c.id == bindparam("b_id"))
+                .values(status="succeeded", attempts=1, dispatched_at=bindparam("b_at"),
+                        updated_at=bindparam("b_done"), **values), rows)
+    db.session.commit()
 
 
 def add_open_orders(store_id, count, seed=None):

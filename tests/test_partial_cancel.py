@@ -3,18 +3,27 @@ approvals and jobs — exact cents, units and points, and property-based checks 
 from datetime import timedelta
 
 import pytest
-from conftest import assert_api_error, bearer, cancel, order_state, wait_for
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from blueprints.api_common import responses as out
-from cancellation.partial import (
-    Figures, PartialCancelRequest, line_problems, request_summary, split,
-)
+from cancellation.partial import PartialCancelRequest, line_problems, request_summary
+from cancellation.plan import Figures, split
 from models import (
-    ApprovalRequest, AuditEvent, CancelJob, Cancellation, Customer, LoyaltyEntry, Notification,
-    Order, OrderItem, Refund, StockLevel, db,
+    ApprovalRequest,
+    AuditEvent,
+    CancelJob,
+    Cancellation,
+    Customer,
+    LoyaltyEntry,
+    Notification,
+    Order,
+    OrderItem,
+    Refund,
+    StockLevel,
+    db,
 )
 
+from conftest import assert_api_error, bearer, cancel, order_state, wait_for
 
 # --- helpers ---------------------------------------------------------------------------------
 
@@ -687,10 +696,10 @@ class Ledger:
         return sum(q * p for q, p in self.order["lines"])
 
     def value(self, counts):
-        return sum(c * p for c, (_, p) in zip(counts, self.order["lines"]))
+        return sum(c * p for c, (_, p) in zip(counts, self.order["lines"], strict=True))
 
     def apply(self, step):
-        open_before = [q - c for (q, _), c in zip(self.order["lines"], self.cancelled)]
+        open_before = [q - c for (q, _), c in zip(self.order["lines"], self.cancelled, strict=True)]
         figures = Figures(
             subtotal=self.subtotal, tax=self.tax, discount=self.discount, total=self.total,
             paid=self.order["paid"], refunded=sum(self.refunds),
@@ -699,7 +708,7 @@ class Ledger:
             points_reversed=self.reversed, points_restored=self.restored)
         for i, q in step:
             self.cancelled[i] += q
-        closes = all(c == q for c, (q, _) in zip(self.cancelled, self.order["lines"]))
+        closes = all(c == q for c, (q, _) in zip(self.cancelled, self.order["lines"], strict=True))
         value = sum(q * self.order["lines"][i][1] for i, q in step)
         amounts = split(figures, value, closes=closes)
         assert min(vars(amounts).values()) >= 0, amounts
@@ -797,13 +806,14 @@ def test_stock_money_and_points_are_conserved_in_the_database(app, client, facto
     for product_id in products:
         factory.stock(store_id, product_id, on_hand=20)
     customer_id = factory.customer(points=1000)
-    order_id = factory.order(store_id, [(p, q, price) for p, (q, price) in zip(products, lines)],
+    placed = [(p, q, price) for p, (q, price) in zip(products, lines, strict=True)]
+    order_id = factory.order(store_id, placed,
                              customer_id=customer_id, paid=paid, points_earned=earned,
                              points_redeemed=redeemed)
     token = factory.token(factory.user("admin"))
     ids = item_ids(app, order_id)
     paid_cents = money_of(app, order_id)["paid"]
-    reserved = {p: q for p, (q, _) in zip(products, lines)}
+    reserved = {p: q for p, (q, _) in zip(products, lines, strict=True)}
     assert stock_of(app, store_id) == {p: (20, reserved[p]) for p in products}
 
     for step in cancel_sequence(data.draw, lines, complete=data.draw(st.booleans())):

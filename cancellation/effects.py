@@ -1,0 +1,238 @@
+"""The only code that writes a cancellation: `write` puts 1 or N plans in the database.
+
+Orders, their items, the cancellation rows and their lines, stock, loyalty entries and balances,
+the refund and customer-notice outbox rows and the audit events — each table with one statement
+(or one executemany) for all the plans, inside the caller's transaction. The caller has locked
+the orders (`locks.lock_order` / `lock_orders`) and worked out the plans (`locks.plans_for`); it
+commits. After the commit the outbox rows go to the workers (`transactions.after_commit`).
+
+Locks are taken in the order every cancellation takes them — orders (the caller), stock rows (by
+store and product), customers (by id), the audit chain head last — and the rows other
+transactions update too come last, so a batch holds their locks only for its last statements.
+
+The order UPDATE is a compare-and-set on each order's version: an order changed since it was
+read (possible on SQLite, whose SELECT takes no lock) makes the whole write fail with
+ConcurrentModification before anything else is written.
+"""
+from collections import defaultdict
+from itertools import groupby
+
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.orm.attributes import set_committed_value
+
+from models import (
+    Cancellation, CancellationItem, Customer, DeliveryStatus, LoyaltyEntry, Notification, Order,
+    OrderItem, Refund, StockLevel, db,
+)
+
+from cancellation import outbox
+from cancellation.audit import record_many
+from cancellation.errors import ConcurrentModification
+from cancellation.transactions import after_commit
+
+ORDER_COLUMNS = ("subtotal_cents", "tax_cents", "discount_cents", "total_cents", "refunded_cents",
+                 "payment_status", "updated_at", "version")
+CLOSING_COLUMNS = ("status", "previous_status", "cancelled_at")
+
+
+def write(plans, actor, context, before_audit=None, dispatch=True):
+    """Write every effect of `plans` (all by `actor`, from `context`) in the caller's
+    transaction; fills in each plan's cancellation, refund and notification ids.
+
+    `before_audit()` runs right before the audit events are appended: what else the caller
+    appends to the chain in this transaction (a bulk batch's approval requests), so that the
+    chain head stays the last lock taken. `dispatch=False` leaves the outbox rows to the sweep
+    (the demo's history, whose deliveries it records itself)."""
+    if not plans:
+        if before_audit is not None:
+            before_audit()
+        return plans
+    _update_orders(plans)
+    _update_items(plans)
+    _insert_cancellations(plans, actor, context)
+    _insert_lines(plans)
+    _insert_loyalty(plans)
+    _insert_outbox(plans)
+    _release_stock(plans)
+    _move_balances(plans)
+    if before_audit is not None:
+        before_audit()
+    _audit(plans, actor, context)
+    _sync_session(plans)
+    if dispatch:
+        after_commit(_dispatch, [p.refund_id for p in plans if p.refund_id],
+                     [p.notification_id for p in plans if p.notification_id])
+    return plans
+
+
+def _update_orders(plans):
+    """One executemany per shape (closing the order or not), each row only where its version is
+    the one planned on."""
+    table = Order.__table__
+    changed = 0
+    for closes, group in groupby(sorted(plans, key=lambda p: (not p.closes, p.order_id)),
+                                 key=lambda p: p.closes):
+        columns = ORDER_COLUMNS + (CLOSING_COLUMNS if closes else ())
+        rows = [{"b_id": plan.order_id, "b_was": plan.version,
+                 **{f"b_{name}": value for name, value in plan.values.items()}}
+                for plan in group]
+        changed += db.session.execute(
+            update(table).where(table.c.id == bindparam("b_id"),
+                                table.c.version == bindparam("b_was"))
+            .values({name: bindparam(f"b_{name}") for name in columns}), rows).rowcount
+    if changed != len(plans):
+        current = db.session.execute(select(Order.id, Order.version).where(
+            Order.id.in_([plan.order_id for plan in plans]))).all()
+        versions = dict(current)
+        lost = next((p for p in plans if versions.get(p.order_id) != p.version), plans[0])
+        raise ConcurrentModification(versions.get(lost.order_id))
+
+
+def _update_items(plans):
+    whole = [plan.order_id for plan in plans if plan.kind == "full"]
+    if whole:  # every open quantity: the set-based form
+        db.session.execute(
+            update(OrderItem).where(OrderItem.order_id.in_(whole))
+            .values(cancelled_quantity=OrderItem.quantity)
+            .execution_options(synchronize_session=False))
+    table = OrderItem.__table__
+    lines = [{"b_id": line.item_id, "b_quantity": line.quantity}
+             for plan in plans if plan.kind != "full" for line in plan.lines]
+    if lines:
+        db.session.execute(
+            update(table).where(table.c.id == bindparam("b_id"))
+            .values(cancelled_quantity=table.c.cancelled_quantity + bindparam("b_quantity")),
+            lines)
+
+
+def _insert_cancellations(plans, actor, context):
+    actor_id = getattr(actor, "id", None)
+    ids = db.session.scalars(
+        insert(Cancellation).returning(Cancellation.id, sort_by_parameter_order=True),
+        [{"order_id": plan.order_id, "kind": plan.kind, "reason": plan.request.reason,
+          "notes": plan.request.notes, "request_contact": plan.request.request_contact,
+          "request_channel": plan.request.request_channel,
+          "requested_at": plan.request.requested_at, "actor_id": actor_id,
+          "source": context.source, "previous_status": plan.previous_status,
+          "notify_customer": plan.notifies, "order_version": plan.version + 1,
+          "refund_cents": max(plan.refund_cents, 0),
+          "points_restored": plan.amounts.points_restored if plan.customer_id else 0,
+          "points_reversed": plan.amounts.points_reversed if plan.customer_id else 0,
+          "created_at": plan.now, "flag_inventory_reconciliation": plan.inventory_reconciliation}
+         for plan in plans]).all()
+    for plan, cancellation_id in zip(plans, ids, strict=True):
+        plan.cancellation_id = cancellation_id
+
+
+def _insert_lines(plans):
+    lines = [{"cancellation_id": plan.cancellation_id, "order_item_id": line.item_id,
+              "product_id": line.product_id, "quantity": line.quantity,
+              "stock_returned": line.stock_returned}
+             for plan in plans for line in plan.lines]
+    if lines:
+        db.session.execute(insert(CancellationItem), lines)
+
+
+def _insert_loyalty(plans):
+    entries = [{"customer_id": plan.customer_id, "order_id": plan.order_id,
+                "cancellation_id": plan.cancellation_id, "points": points, "kind": kind,
+                "note": note, "created_at": plan.now}
+               for plan in plans for points, kind, note in plan.loyalty_entries()]
+    if entries:
+        db.session.execute(insert(LoyaltyEntry), entries)
+
+
+def _insert_outbox(plans):
+    """The refund and the customer notice of each cancellation, delivered by the workers after
+    the commit; each keyed so that no retry pays or sends twice."""
+    pending = DeliveryStatus.PENDING.value
+    paying = [plan for plan in plans if plan.refund_cents > 0]
+    if paying:
+        ids = db.session.scalars(
+            insert(Refund).returning(Refund.id, sort_by_parameter_order=True),
+            [{"order_id": plan.order_id, "cancellation_id": plan.cancellation_id,
+              "amount_cents": plan.refund_cents, "method": plan.order.payment_method,
+              "idempotency_key": f"refund-cancellation-{plan.cancellation_id}",
+              "status": pending, "attempts": 0, "created_at": plan.now, "updated_at": plan.now}
+             for plan in paying]).all()
+        for plan, refund_id in zip(paying, ids, strict=True):
+            plan.refund_id = refund_id
+    telling = [plan for plan in plans if plan.notifies]
+    if telling:
+        ids = db.session.scalars(
+            insert(Notification).returning(Notification.id, sort_by_parameter_order=True),
+            [{"order_id": plan.order_id, "cancellation_id": plan.cancellation_id,
+              "channel": "email", "template": plan.template, "recipient": plan.recipient,
+              "idempotency_key": f"notify-cancellation-{plan.cancellation_id}",
+              "status": pending, "attempts": 0, "created_at": plan.now, "updated_at": plan.now}
+             for plan in telling]).all()
+        for plan, notification_id in zip(telling, ids, strict=True):
+            plan.notification_id = notification_id
+
+
+def _release_stock(plans):
+    """The cancelled units back to available stock: one UPDATE per stock row, in (store,
+    product) order. Lines without a stock row were recorded as not returned."""
+    wanted = defaultdict(int)
+    for plan in plans:
+        for line in plan.lines:
+            if line.stock_returned:
+                wanted[plan.store_id, line.product_id] += line.quantity
+    if wanted:
+        table = StockLevel.__table__
+        db.session.execute(
+            update(table).where(table.c.store_id == bindparam("b_store"),
+                                table.c.product_id == bindparam("b_product"))
+            .values(reserved=table.c.reserved - bindparam("b_quantity")),
+            [{"b_store": store_id, "b_product": product_id, "b_quantity": quantity}
+             for (store_id, product_id), quantity in sorted(wanted.items())])
+
+
+def _move_balances(plans):
+    """Each customer's points balance, once per customer, in id order."""
+    balances = defaultdict(int)
+    for plan in plans:
+        if plan.customer_id is not None:
+            balances[plan.customer_id] += plan.points_delta()
+    moves = [{"b_id": customer_id, "b_delta": delta}
+             for customer_id, delta in sorted(balances.items()) if delta]
+    if moves:
+        table = Customer.__table__
+        db.session.execute(
+            update(table).where(table.c.id == bindparam("b_id"))
+            .values(loyalty_points=table.c.loyalty_points + bindparam("b_delta")), moves)
+
+
+def _audit(plans, actor, context):
+    """One event per cancellation, appended to the chain in the plans' order."""
+    for action, group in groupby(plans, key=lambda plan: plan.action):
+        record_many(actor, action, [
+            {"target_id": plan.order_id, "store_id": plan.store_id, "order_id": plan.order_id,
+             "before": plan.before, "after": plan.after(), "created_at": plan.now}
+            for plan in group],
+            target_type="order", context=context)
+
+
+def _sync_session(plans):
+    """The orders and items in the session hold what was just written (no reload needed);
+    their cancellations are read again when next used."""
+    session = db.session()
+    for plan in plans:
+        order = plan.order
+        for name, value in plan.values.items():
+            set_committed_value(order, name, value)
+        for item in order.items:
+            set_committed_value(item, "cancelled_quantity",
+                                item.quantity - plan.open_after[item.id])
+        session.expire(order, ["cancellations", "refunds", "notifications"])
+
+
+def _dispatch(refund_ids, notification_ids):
+    """After the commit: the outbox rows to the workers — one task per row for a cancellation
+    or two, one task per kind for a batch."""
+    for model, ids in ((Refund, refund_ids), (Notification, notification_ids)):
+        if len(ids) > 2:
+            outbox.send_many(model, ids)
+        else:
+            for row_id in ids:
+                outbox.send(model, row_id)
