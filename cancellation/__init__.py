@@ -1,15 +1,24 @@
 """The domain: the rules of cancelling, called by the panel, both APIs and the Celery tasks."""
 from cancellation.audit import AuditContext, record, verify_chain
 from cancellation.errors import (
-    Blocked, CancelDeskError, ConcurrentModification, Forbidden, InvalidState, NotFound,
+    Blocked,
+    CancelDeskError,
+    ConcurrentModification,
+    Forbidden,
+    InvalidState,
+    NotFound,
     ValidationFailed,
 )
+from cancellation.partial import PartialCancelRequest, cancel_items, submit_items
 from cancellation.policy import can, evaluate_cancel, visible_orders
 from cancellation.reasons import CancellationReason
 from cancellation.service import (
-    CancelOutcome, CancelRequest, cancel_order, get_visible_order, return_unreturned_stock,
+    CancelOutcome,
+    CancelRequest,
+    cancel_order,
+    get_visible_order,
+    return_unreturned_stock,
 )
-from cancellation.partial import PartialCancelRequest, cancel_items, submit_items
 
 __all__ = [
     "AuditContext", "record", "verify_chain", "Blocked", "CancelDeskError",

@@ -19,23 +19,36 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.exc import StaleDataError
 
+from cancellation import outbox
+from cancellation.adapters import DeliveryError, notifier
+from cancellation.audit import SYSTEM, record
+from cancellation.errors import (
+    Blocked,
+    CancelDeskError,
+    ConcurrentModification,
+    Forbidden,
+    NotFound,
+    ValidationFailed,
+)
+from cancellation.locks import lock_order, refresh_items
+from cancellation.policy import approval_reasons, can, can_view_order, evaluate_cancel
+from cancellation.reasons import label_for
+from cancellation.transactions import after_commit
 from models import (
-    ApprovalRequest, Order, Role, Setting, User, db, isoformat, money, user_stores, utcnow,
+    ApprovalRequest,
+    Order,
+    Role,
+    Setting,
+    User,
+    db,
+    isoformat,
+    money,
+    user_stores,
+    utcnow,
 )
 from models.cancellation import ApprovalNotice
 from models.delivery import DeliveryStatus
 from models.order import CANCELLABLE_STATUSES
-
-from cancellation import outbox
-from cancellation.adapters import DeliveryError, notifier
-from cancellation.audit import SYSTEM, record
-from cancellation.locks import lock_order, refresh_items
-from cancellation.errors import (
-    Blocked, CancelDeskError, ConcurrentModification, Forbidden, NotFound, ValidationFailed,
-)
-from cancellation.policy import approval_reasons, can, can_view_order, evaluate_cancel
-from cancellation.reasons import label_for
-from cancellation.transactions import after_commit
 
 log = logging.getLogger(__name__)
 
@@ -219,8 +232,7 @@ def approve(approval_id, approver, comment, context):
     (marked `stale`), or when the approver's own policy would need approval (escalated).
     """
     from cancellation.partial import PartialCancelRequest, resolve_lines
-    from cancellation.service import CancelRequest, perform
-    from cancellation.service import after_commit as after_cancelled
+    from cancellation.service import CancelRequest, after_commit as after_cancelled, perform
 
     comment = _clean_comment(comment, required=False)
     approval = get_visible_request(approver, approval_id)
@@ -265,7 +277,7 @@ def approve(approval_id, approver, comment, context):
     except StaleDataError:
         db.session.rollback()
         current = db.session.get(Order, approval.order_id)
-        raise ConcurrentModification(current.version if current else None)
+        raise ConcurrentModification(current.version if current else None) from None
     except Exception:
         db.session.rollback()
         raise

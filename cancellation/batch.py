@@ -14,13 +14,12 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import bindparam, case, select, update
 
-from models import ApprovalRequest, BulkJobItem, db, utcnow
-from models.bulk import BulkItemStatus
-
 from cancellation import approvals, effects
 from cancellation.errors import CancelDeskError, InvalidState
 from cancellation.locks import lock_orders, plans_for
 from cancellation.policy import evaluate_cancel
+from models import ApprovalRequest, BulkJobItem, db, utcnow
+from models.bulk import BulkItemStatus
 
 PENDING, SUCCEEDED, FAILED = (BulkItemStatus.PENDING.value, BulkItemStatus.SUCCEEDED.value,
                               BulkItemStatus.FAILED.value)

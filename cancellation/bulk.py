@@ -30,17 +30,21 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm.exc import StaleDataError
 
-from models import BulkJob, BulkJobItem, Setting, User, db, isoformat, utcnow
-from models.bulk import FINISHED_JOB_STATUSES, BulkItemStatus, BulkJobStatus
-
 from cancellation import batch, maintenance, oversight
 from cancellation.audit import AuditContext, record
 from cancellation.errors import (
-    CancelDeskError, Forbidden, InvalidState, NotFound, RetryInProgress, ValidationFailed,
+    CancelDeskError,
+    Forbidden,
+    InvalidState,
+    NotFound,
+    RetryInProgress,
+    ValidationFailed,
 )
 from cancellation.locks import lock_order
 from cancellation.policy import can, evaluate_cancel
 from cancellation.service import CancelRequest, file_approval_request, perform
+from models import BulkJob, BulkJobItem, Setting, User, db, isoformat, utcnow
+from models.bulk import FINISHED_JOB_STATUSES, BulkItemStatus, BulkJobStatus
 
 log = logging.getLogger(__name__)
 
@@ -489,8 +493,6 @@ def running_jobs(user, limit=5):
         BulkJob.user_id == user.id, BulkJob.status.in_((RUNNING, QUEUED)))
         .order_by(BulkJob.id.desc()).limit(limit)).all()
 
-
-maintenance.RELEASERS.append(start_queued)
 
 __all__ = ["submit", "retry_failed", "dispatch", "run_batch", "finish", "watchdog",
            "start_queued", "visible_job", "job_status", "running_jobs", "counts"]

@@ -20,15 +20,23 @@ from itertools import groupby
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm.attributes import set_committed_value
 
-from models import (
-    Cancellation, CancellationItem, Customer, DeliveryStatus, LoyaltyEntry, Notification, Order,
-    OrderItem, Refund, StockLevel, db,
-)
-
 from cancellation import outbox
 from cancellation.audit import record_many
 from cancellation.errors import ConcurrentModification
 from cancellation.transactions import after_commit
+from models import (
+    Cancellation,
+    CancellationItem,
+    Customer,
+    DeliveryStatus,
+    LoyaltyEntry,
+    Notification,
+    Order,
+    OrderItem,
+    Refund,
+    StockLevel,
+    db,
+)
 
 ORDER_COLUMNS = ("subtotal_cents", "tax_cents", "discount_cents", "total_cents", "refunded_cents",
                  "payment_status", "updated_at", "version")

@@ -7,9 +7,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import select
 
-from models import StockLevel, db, money
-
 from cancellation.locks import plans_for
+from models import StockLevel, db, money
 
 
 @dataclass

@@ -10,17 +10,20 @@ from datetime import timedelta
 from flask import current_app
 from sqlalchemy import select, update
 
-from models import ApprovalRequest, Cancellation, Order, User, db, isoformat, utcnow
-from models.jobs import CancelJob
-
 from cancellation import maintenance, outbox
 from cancellation.audit import AuditContext
 from cancellation.errors import CancelDeskError, NotFound
 from cancellation.policy import evaluate_cancel
 from cancellation.service import (
-    CancelOutcome, CancelRequest, cancel_future_in_series, cancel_order, file_approval_request,
+    CancelOutcome,
+    CancelRequest,
+    cancel_future_in_series,
+    cancel_order,
+    file_approval_request,
     get_visible_order,
 )
+from models import ApprovalRequest, Cancellation, Order, User, db, isoformat, utcnow
+from models.jobs import CancelJob
 
 TASK = "cancel_desk.run_cancel_job"
 

@@ -7,9 +7,8 @@ cancellations, single or bulk, ever wait for each other in a circle.
 from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import joinedload, selectinload
 
-from models import Cancellation, Order, OrderItem, StockLevel, db, utcnow
-
 from cancellation.plan import plan_cancel
+from models import Cancellation, Order, OrderItem, StockLevel, db, utcnow
 
 
 def lock_order(order_id):

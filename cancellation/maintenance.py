@@ -29,13 +29,12 @@ from flask import current_app, has_request_context, request as http_request
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from models import CancelJob, Setting, db, utcnow
-from models.setting import DEFAULTS
-
 from cancellation.audit import record
 from cancellation.errors import CancelDeskError
 from cancellation.locks import lock_order
 from cancellation.policy import check_may_cancel, require_visible
+from models import CancelJob, Setting, db, utcnow
+from models.setting import DEFAULTS
 
 log = logging.getLogger(__name__)
 
@@ -274,8 +273,12 @@ def release_queued():
     """
     if is_on(fresh=True):
         return {}
+    from cancellation import bulk  # a use case of this layer that imports this module
+
     released = {}
-    for releaser in RELEASERS:
+    # Everything maintenance holds, released in this order: each takes no argument, returns how
+    # many it released, and runs in the worker's app context once maintenance is off.
+    for releaser in (release_cancel_jobs, bulk.start_queued):
         try:
             released[releaser.__name__] = releaser()
         except Exception:  # noqa: BLE001 - one kind of held work must not hold up the others
@@ -316,12 +319,6 @@ def release_cancel_jobs():
     return released
 
 
-# Everything maintenance holds, released in this order. Bulk jobs: append their releaser here
-# (a function taking no argument, returning how many it released; it runs in the worker's app
-# context once maintenance is off).
-RELEASERS = [release_cancel_jobs]
-
-
 def _has_queued():
     found = db.session.scalar(select(CancelJob.id).where(CancelJob.status == QUEUED).limit(1))
     db.session.rollback()
@@ -359,5 +356,5 @@ def _release(lock):
 
 
 __all__ = ["is_on", "switch", "queue_cancel", "release_queued", "refuse_while_on",
-           "MaintenanceInProgress", "queued_count", "queued_for", "banner", "RELEASERS",
+           "MaintenanceInProgress", "queued_count", "queued_for", "banner",
            "QUEUE_COUNTERS"]

@@ -13,9 +13,6 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm.exc import StaleDataError
 
-from models import ApprovalRequest, Cancellation, CancelJob, Order, db, money
-from models.order import OrderStatus
-
 from cancellation import maintenance, outbox
 from cancellation.audit import AuditContext
 from cancellation.errors import Blocked, CancelDeskError, ConcurrentModification, ValidationFailed
@@ -23,11 +20,18 @@ from cancellation.impact import stock_lines
 from cancellation.locks import lock_order, refresh_items, settled_points
 from cancellation.plan import amounts_of
 from cancellation.policy import (
-    approval_reasons, blockers_of, can, check_may_cancel, check_state, evaluate_cancel,
+    approval_reasons,
+    blockers_of,
+    can,
+    check_may_cancel,
+    check_state,
+    evaluate_cancel,
     require_visible,
 )
 from cancellation.privacy import mask_email
 from cancellation.service import CancelRequest, after_commit, file_approval_request, perform
+from models import ApprovalRequest, CancelJob, Cancellation, Order, db, money
+from models.order import OrderStatus
 
 # The most lines one request may name (the API refuses longer lists before they get here).
 MAX_LINES = 500
@@ -198,7 +202,7 @@ def cancel_items(order_id, actor, request, context=None, *, justification=None):
     except StaleDataError:
         db.session.rollback()
         current = db.session.get(Order, order_id)
-        raise ConcurrentModification(current.version if current else None)
+        raise ConcurrentModification(current.version if current else None) from None
     except Exception:
         db.session.rollback()
         raise

@@ -12,19 +12,27 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm.exc import StaleDataError
 
-from models import (
-    Customer, LoyaltyEntry, LoyaltyKind, Notification, Refund, Setting, StockLevel, db, isoformat,
-    money, utcnow,
-)
-from models.delivery import DeliveryStatus
-from models.order import OrderStatus, PaymentStatus
-
 from cancellation import maintenance
 from cancellation.audit import record
 from cancellation.errors import Blocked, ConcurrentModification, Forbidden, InvalidState
+from cancellation.locks import lock_order
 from cancellation.outbox import RETRYABLE
 from cancellation.policy import can, require_visible
-from cancellation.locks import lock_order
+from models import (
+    Customer,
+    LoyaltyEntry,
+    LoyaltyKind,
+    Notification,
+    Refund,
+    Setting,
+    StockLevel,
+    db,
+    isoformat,
+    money,
+    utcnow,
+)
+from models.delivery import DeliveryStatus
+from models.order import OrderStatus, PaymentStatus
 
 REMEDIATION = ("Reinstatement now requires manual intervention: open a remediation ticket with "
                "template CASE-REINSTATE and include the original order data from "
@@ -109,7 +117,7 @@ def reinstate_order(order_id, actor, *, reason, restore_previous_state=True, con
         db.session.commit()
     except StaleDataError:
         db.session.rollback()
-        raise ConcurrentModification(None)
+        raise ConcurrentModification(None) from None
     except Exception:
         db.session.rollback()
         raise

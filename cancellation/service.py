@@ -12,11 +12,6 @@ from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import aliased
 from sqlalchemy.orm.exc import StaleDataError
 
-from models import (
-    ApprovalRequest, Cancellation, CancellationItem, Order, StockLevel, db, isoformat, utcnow,
-)
-from models.order import CANCELLABLE_STATUSES
-
 from cancellation import effects, maintenance, oversight
 from cancellation.audit import AuditContext, record
 from cancellation.errors import ConcurrentModification, InvalidState, NotFound, ValidationFailed
@@ -24,6 +19,17 @@ from cancellation.locks import lock_order, plans_for
 from cancellation.policy import evaluate_cancel, require_visible
 from cancellation.reasons import REASON_CODES, REQUEST_CHANNELS, CancellationReason
 from cancellation.transactions import commit_keeping, expire
+from models import (
+    ApprovalRequest,
+    Cancellation,
+    CancellationItem,
+    Order,
+    StockLevel,
+    db,
+    isoformat,
+    utcnow,
+)
+from models.order import CANCELLABLE_STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +151,7 @@ def cancel_order(order_id, actor, request, context=None):
     except StaleDataError:
         db.session.rollback()
         current = db.session.get(Order, order_id)
-        raise ConcurrentModification(current.version if current else None)
+        raise ConcurrentModification(current.version if current else None) from None
     except Exception:
         db.session.rollback()
         raise

@@ -1,4 +1,4 @@
-"""Demo data for `flask seed-demo` and `make run`: two stores, a catalogue, customers, ~4,000 orders.
+"""Demo data for `flask seed-demo` and `make run`: 2 stores, a catalogue, customers, ~4,000 orders.
 
 Everything is generated from one seeded random.Random (each order from a child generator of
 its own), so every seed gives the same data set apart from the dates, which follow today (and,
@@ -30,8 +30,19 @@ from cancellation.audit import AuditContext
 from cancellation.locks import lock_orders, plans_for
 from cancellation.service import CancelRequest
 from models import (
-    Customer, LoyaltyEntry, Notification, Order, OrderItem, Product, Refund, StockLevel, Store,
-    User, db, user_stores, utcnow,
+    Customer,
+    LoyaltyEntry,
+    Notification,
+    Order,
+    OrderItem,
+    Product,
+    Refund,
+    StockLevel,
+    Store,
+    User,
+    db,
+    user_stores,
+    utcnow,
 )
 from models.order import CANCELLABLE_STATUSES
 
@@ -96,40 +107,44 @@ PRODUCTS = [
 # "inventory reconciliation" flag.
 MISSING_STOCK = {1: ["TP-LOT-4"], 2: ["CN-DIA-1", "AC-JAR-UV"]}
 
-FIRST_NAMES = """James Mary Michael Patricia Robert Jennifer John Linda David Elizabeth William Barbara
-Richard Susan Joseph Jessica Thomas Sarah Christopher Karen Charles Lisa Daniel Nancy Matthew Betty
-Anthony Sandra Mark Margaret Donald Ashley Steven Kimberly Andrew Emily Paul Donna Joshua Michelle
-Kenneth Carol Kevin Amanda Brian Melissa Timothy Deborah Ronald Stephanie Jason Rebecca George Sharon
-Edward Laura Jeffrey Cynthia Ryan Amy Jacob Kathleen Nicholas Angela Gary Shirley Eric Brenda Jonathan
-Emma Stephen Anna Larry Pamela Justin Nicole Scott Samantha Brandon Katherine Benjamin Christine
-Samuel Helen Gregory Debra Alexander Rachel Patrick Carolyn Frank Janet Raymond Maria Jack Olivia
-Dennis Heather Jerry Catherine Tyler Diane Aaron Julie Jose Victoria Adam Kelly Nathan Christina
-Henry Lauren Zachary Joan Douglas Evelyn Peter Judith Kyle Megan Noah Andrea Ethan Cheryl Jeremy
-Hannah Walter Jacqueline Christian Martha Keith Madison Roger Teresa Terry Gloria Austin Sara Sean
-Janice Gerald Ann Carl Kathryn Harold Abigail Dylan Sophia Arthur Frances Lawrence Jean Jordan Alice
-Jesse Judy Bryan Isabella Billy Julia Bruce Grace Gabriel Amber Joe Denise Logan Danielle Alan
-Marilyn Juan Beverly Albert Charlotte Willie Natalie Elijah Theresa Wayne Diana Randy Brittany Vincent
-Doris Mason Kayla Roy Alexis Ralph Lori Bobby Marie Russell Mia Bradley Luis Camila Diego Sofia
-Mateo Valentina Hiroshi Yuki Wei Mei Priya Arjun Aisha Omar Leila Tariq Nia Malik Imani Santiago""".split()
+FIRST_NAMES = """James Mary Michael Patricia Robert Jennifer John Linda David Elizabeth
+William Barbara Richard Susan Joseph Jessica Thomas Sarah Christopher Karen Charles Lisa
+Daniel Nancy Matthew Betty Anthony Sandra Mark Margaret Donald Ashley Steven Kimberly Andrew
+Emily Paul Donna Joshua Michelle Kenneth Carol Kevin Amanda Brian Melissa Timothy Deborah
+Ronald Stephanie Jason Rebecca George Sharon Edward Laura Jeffrey Cynthia Ryan Amy Jacob
+Kathleen Nicholas Angela Gary Shirley Eric Brenda Jonathan Emma Stephen Anna Larry Pamela
+Justin Nicole Scott Samantha Brandon Katherine Benjamin Christine Samuel Helen Gregory Debra
+Alexander Rachel Patrick Carolyn Frank Janet Raymond Maria Jack Olivia Dennis Heather Jerry
+Catherine Tyler Diane Aaron Julie Jose Victoria Adam Kelly Nathan Christina Henry Lauren
+Zachary Joan Douglas Evelyn Peter Judith Kyle Megan Noah Andrea Ethan Cheryl Jeremy Hannah
+Walter Jacqueline Christian Martha Keith Madison Roger Teresa Terry Gloria Austin Sara Sean
+Janice Gerald Ann Carl Kathryn Harold Abigail Dylan Sophia Arthur Frances Lawrence Jean
+Jordan Alice Jesse Judy Bryan Isabella Billy Julia Bruce Grace Gabriel Amber Joe Denise
+Logan Danielle Alan Marilyn Juan Beverly Albert Charlotte Willie Natalie Elijah Theresa
+Wayne Diana Randy Brittany Vincent Doris Mason Kayla Roy Alexis Ralph Lori Bobby Marie
+Russell Mia Bradley Luis Camila Diego Sofia Mateo Valentina Hiroshi Yuki Wei Mei Priya Arjun
+Aisha Omar Leila Tariq Nia Malik Imani Santiago""".split()
 
-LAST_NAMES = """Smith Johnson Williams Brown Jones Garcia Miller Davis Rodriguez Martinez Hernandez Lopez
-Gonzalez Wilson Anderson Thomas Taylor Moore Jackson Martin Lee Perez Thompson White Harris Sanchez
-Clark Ramirez Lewis Robinson Walker Young Allen King Wright Scott Torres Nguyen Hill Flores Green
-Adams Nelson Baker Hall Rivera Campbell Mitchell Carter Roberts Gomez Phillips Evans Turner Diaz
-Parker Cruz Edwards Collins Reyes Stewart Morris Morales Murphy Cook Rogers Gutierrez Ortiz Morgan
-Cooper Peterson Bailey Reed Kelly Howard Ramos Kim Cox Ward Richardson Watson Brooks Chavez Wood James
-Bennett Gray Mendoza Ruiz Hughes Price Alvarez Castillo Sanders Patel Myers Long Ross Foster Jimenez
-Powell Jenkins Perry Russell Sullivan Bell Coleman Butler Henderson Barnes Gonzales Fisher Vasquez
-Simmons Romero Jordan Patterson Alexander Hamilton Graham Reynolds Griffin Wallace Moreno West Cole
-Hayes Bryant Herrera Gibson Ellis Tran Medina Aguilar Stevens Murray Ford Castro Marshall Owens
-Harrison Fernandez McDonald Woods Washington Kennedy Wells Vargas Henry Chen Freeman Webb Tucker
-Guzman Burns Crawford Olson Simpson Porter Hunter Gordon Mendez Silva Shaw Snyder Mason Dixon Munoz
-Hunt Hicks Holmes Palmer Wagner Black Robertson Boyd Rose Stone Salazar Fox Warren Mills Meyer Rice
-Schmidt Garza Daniels Ferguson Nichols Stephens Soto Weaver Ryan Gardner Payne Grant Dunn Kelley
-Spencer Hawkins Arnold Pierce Vazquez Hansen Peters Santos Hart Bradley Knight Elliott Cunningham
-Duncan Armstrong Hudson Carroll Lane Riley Andrews Alvarado Ray Delgado Berry Perkins Hoffman Johnston
-Matthews Pena Richards Contreras Willis Carpenter Lawrence Sandoval Yamamoto Tanaka Singh Shah
-Okafor Mensah Kowalski Novak Larsen Lindqvist""".split()
+LAST_NAMES = """Smith Johnson Williams Brown Jones Garcia Miller Davis Rodriguez Martinez
+Hernandez Lopez Gonzalez Wilson Anderson Thomas Taylor Moore Jackson Martin Lee Perez
+Thompson White Harris Sanchez Clark Ramirez Lewis Robinson Walker Young Allen King Wright
+Scott Torres Nguyen Hill Flores Green Adams Nelson Baker Hall Rivera Campbell Mitchell
+Carter Roberts Gomez Phillips Evans Turner Diaz Parker Cruz Edwards Collins Reyes Stewart
+Morris Morales Murphy Cook Rogers Gutierrez Ortiz Morgan Cooper Peterson Bailey Reed Kelly
+Howard Ramos Kim Cox Ward Richardson Watson Brooks Chavez Wood James Bennett Gray Mendoza
+Ruiz Hughes Price Alvarez Castillo Sanders Patel Myers Long Ross Foster Jimenez Powell
+Jenkins Perry Russell Sullivan Bell Coleman Butler Henderson Barnes Gonzales Fisher Vasquez
+Simmons Romero Jordan Patterson Alexander Hamilton Graham Reynolds Griffin Wallace Moreno
+West Cole Hayes Bryant Herrera Gibson Ellis Tran Medina Aguilar Stevens Murray Ford Castro
+Marshall Owens Harrison Fernandez McDonald Woods Washington Kennedy Wells Vargas Henry Chen
+Freeman Webb Tucker Guzman Burns Crawford Olson Simpson Porter Hunter Gordon Mendez Silva
+Shaw Snyder Mason Dixon Munoz Hunt Hicks Holmes Palmer Wagner Black Robertson Boyd Rose
+Stone Salazar Fox Warren Mills Meyer Rice Schmidt Garza Daniels Ferguson Nichols Stephens
+Soto Weaver Ryan Gardner Payne Grant Dunn Kelley Spencer Hawkins Arnold Pierce Vazquez
+Hansen Peters Santos Hart Bradley Knight Elliott Cunningham Duncan Armstrong Hudson Carroll
+Lane Riley Andrews Alvarado Ray Delgado Berry Perkins Hoffman Johnston Matthews Pena
+Richards Contreras Willis Carpenter Lawrence Sandoval Yamamoto Tanaka Singh Shah Okafor
+Mensah Kowalski Novak Larsen Lindqvist""".split()
 
 EMAIL_DOMAINS = ["example.com", "example.net", "example.org", "mail.example.com"]
 AREA_CODES = ["213", "310", "323", "424", "562", "626", "747", "818"]
