@@ -44,7 +44,10 @@ def hand_to_workers(task, row_id, countdown=None, *, args=None):
     broker outage is logged, not raised: the periodic sweeps send them again later."""
     args = [row_id] if args is None else list(args)
     try:
-        current_app.extensions["celery"].send_task(task, args=args, countdown=countdown)
+        # ignore_result: nobody waits for what these tasks return (they store none), so the
+        # sender need not subscribe to a result channel per task, as Celery otherwise does.
+        current_app.extensions["celery"].send_task(task, args=args, countdown=countdown,
+                                                   ignore_result=True)
     except Exception:  # noqa: BLE001 - the row is safe in the database; a sweep re-dispatches
         log.warning("could not dispatch %s%r; the sweep will retry", task, tuple(args),
                     exc_info=True)
