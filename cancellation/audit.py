@@ -93,7 +93,7 @@ def record_many(actor, action, events, *, target_type, context=None):
             given.get("created_at")))
         _chain(row, head)
         rows.append(vars(row))
-    db.session.execute(insert(AuditEvent), rows)
+    db.session.execute(insert(AuditEvent.__table__), rows)  # Core: no ORM bookkeeping
     return len(rows)
 
 
