@@ -96,29 +96,38 @@ class OrderPage:
     total: int  # how many match
     page: int  # the page shown (the last one when asked past it, if clamped)
     pages: int
-    newest_id: int | None  # the highest id among them, what "select all matching" freezes
+    newest_id: int | None  # see order_page's `newest`
 
 
-def order_page(user, filters, page, per_page, *, options=(), clamp=True):
+def order_page(user, filters, page, per_page, *, options=(), clamp=True, newest=None):
     """Page `page` of the orders `user` sees that match `filters` (matching_orders), newest
     first, with their count; `clamp` shows the last page for one past it, else it is empty.
 
+    `newest` (a number N, or None for nothing) asks for newest_id, the id "select all matching"
+    freezes the selection at: the highest id among the matches when at most N match; beyond, the
+    highest id of all orders — a selection that big is refused for its size anyway, and that id
+    costs nothing to find.
+
     A search reads the ids of its matches once, in the list's order (the trigram indexes, then
     the rows), and counts and pages them here when there are at most FEW. Anything else — and a
-    search finding more — is counted, with the newest id, in one index-only pass over the
-    composite index of its filters, and the page read as a range of that index."""
+    search finding more — is counted from the narrowest index of its filters (ix_orders_store_
+    status, deduplicated: a few pages for a hundred thousand orders), and the page is read as a
+    range of the composite index in the list's order."""
     query = matching_orders(user, filters)
     ids = None
     if getattr(filters, "q", None):
         found = db.session.scalars(query.with_only_columns(Order.id).order_by(*NEWEST_FIRST)
                                    .limit(FEW + 1)).all()
         ids = found if len(found) <= FEW else None
+    newest_id = None
     if ids is not None:
-        total, newest = len(ids), max(ids, default=None)
+        total, newest_id = len(ids), max(ids, default=None)
     else:
-        total, newest = db.session.execute(query.order_by(None).with_only_columns(
-            func.count(Order.id), func.max(Order.id))).one()
-        total = total or 0
+        total = db.session.scalar(query.order_by(None).with_only_columns(
+            func.count(), maintain_column_froms=True))  # FROM orders, even with no filter
+        if newest is not None and total:
+            newest_id = db.session.scalar(_newest_of(query) if total <= newest
+                                          else select(func.max(Order.id)))
     pages = max((total + per_page - 1) // per_page, 1)
     if clamp:
         page = min(page, pages)
@@ -130,4 +139,12 @@ def order_page(user, filters, page, per_page, *, options=(), clamp=True):
         by_id = {order.id: order for order in db.session.scalars(
             select(Order).where(Order.id.in_(shown)).options(*options))} if shown else {}
         orders = [by_id[order_id] for order_id in shown]
-    return OrderPage(orders, total, page, pages, newest)
+    return OrderPage(orders, total, page, pages, newest_id)
+
+
+def _newest_of(query):
+    """max(id) of the few orders `query` finds, read from its filters' index. The OFFSET 0 keeps
+    PostgreSQL from answering it by walking the primary key down from the newest order, which
+    passes every newer order first when the matches are old ones (archived, say)."""
+    ids = query.order_by(None).with_only_columns(Order.id).offset(0).subquery()
+    return select(func.max(ids.c.id))

@@ -192,3 +192,46 @@ def test_a_search_pages_and_counts_alike_whether_its_matches_are_few_or_many(
     assert [p["total"] for p in pages] == [5, 5, 5, 5]
     assert [[o["number"] for o in p["items"]] for p in pages] == \
         [newest_first[0:2], newest_first[2:4], newest_first[4:], []]
+
+
+def test_select_all_of_more_orders_than_a_job_takes_is_refused_for_its_size(
+        app, client, factory, searchable, monkeypatch):
+    """Beyond BULK_MAX_ORDERS matches the list freezes "select all" at the newest order of all
+    (cheaper than the newest match, and the selection is refused for its size either way)."""
+    from models import BulkJob, Order
+
+    s = searchable
+    manager = factory.user("store_manager", stores=[s["store"]])
+    sign_in(app, client, manager)
+    monkeypatch.setitem(app.config, "BULK_MAX_ORDERS", 1)
+    listing = client.get("/", query_string={"status": "pending"})
+    page = listing.get_data(as_text=True)
+    assert 'data-matching-total="2"' in page
+    with app.app_context():
+        newest_of_all = db.session.scalar(db.select(db.func.max(Order.id)))
+        jobs = db.session.scalar(db.select(db.func.count(BulkJob.id)))
+    frozen = re.search(r'id="bulk-max_order_id" name="max_order_id" type="hidden" '
+                       r'value="([^"]*)"', page).group(1)
+    assert int(frozen) == newest_of_all
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+    response = client.post("/orders/bulk-cancel", data={
+        "csrf_token": token, "all_matching": "1", "status": "pending", "matching_total": "2",
+        "max_order_id": frozen, "reason": "inventory_issues", "confirmed": "y", "next": "/"})
+    assert response.status_code == 302
+    flashed = html.unescape(client.get(response.headers["Location"]).get_data(as_text=True))
+    assert "2 orders match these filters and a bulk job takes at most 1" in flashed
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(BulkJob.id))) == jobs
+
+
+def test_an_unfiltered_list_counts_every_order(app, client, factory, searchable):
+    """No filter and no store scope (an admin): the count is of the whole table."""
+    from models import Order
+
+    admin = factory.user("admin")
+    token = factory.token(admin)
+    with app.app_context():
+        every = db.session.scalar(db.select(db.func.count(Order.id)))
+    assert client.get("/api/v1/orders", headers=bearer(token)).json["total"] == every
+    sign_in(app, client, admin)
+    assert f"of {every:,}" in page_of(client, "")

@@ -164,8 +164,10 @@ def index():
     per_page = current_app.config.get("ORDERS_PER_PAGE", 25)
 
     # The customers by id afterwards: joined, PostgreSQL hashes the whole customers table.
-    listed = orders_query.order_page(current_user, filters, filters.page, per_page, options=(
-        joinedload(Order.store), selectinload(Order.customer)))
+    listed = orders_query.order_page(
+        current_user, filters, filters.page, per_page,
+        options=(joinedload(Order.store), selectinload(Order.customer)),
+        newest=current_app.config["BULK_MAX_ORDERS"] if _can("bulk_cancel") else None)
     orders, total, page, pages = listed.orders, listed.total, listed.page, listed.pages
 
     # One query for the whole page: which orders wait for a person (failed refund, ...).

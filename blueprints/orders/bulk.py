@@ -42,7 +42,7 @@ class BadSelection(ValidationFailed):
 
 def list_context(filters, total, newest):
     """What the orders list shows for bulk cancelling; `bulk` is None without bulk_cancel.
-    `newest` is the highest id of the matching orders (counted with them)."""
+    `newest`: the id "select all matching" is frozen at (cancellation.orders.order_page)."""
     if not _can("bulk_cancel"):
         return {"bulk": None}
     form = BulkCancelForm(formdata=None, next=current_path(), matching_total=total,

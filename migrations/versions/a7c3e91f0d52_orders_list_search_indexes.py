@@ -6,8 +6,8 @@ Revises: 5e1a7c2d9b40
 Create Date: 2026-12-02 10:10:00.000000
 
 The list (cancellation.orders) filters by store, store + status or status and orders by
-placed_at, id: each has a b-tree in that order that also holds the id it counts and takes the
-newest of (the single-column store and status indexes are their prefixes, so they go). The
+placed_at, id: each has a b-tree in that order (the single-column store and status indexes are
+their prefixes, so they go); it counts from (store_id, status), small once deduplicated. The
 search's ILIKE '%term%' on the order number and the customer's name and e-mail, and LIKE on the
 phone's digits (a generated column, customers.phone_digits), are served by pg_trgm GIN indexes; on SQLite, which has no such index, the same
 names are plain b-trees, so the models describe one schema on both.
@@ -50,6 +50,7 @@ def upgrade():
                               unique=False)
         batch_op.create_index("ix_orders_status_placed", ["status", "placed_at", "id"],
                               unique=False)
+        batch_op.create_index("ix_orders_store_status", ["store_id", "status"], unique=False)
     if postgresql:
         # Trusted since PostgreSQL 13: the database's owner may create it.
         op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
@@ -67,6 +68,7 @@ def downgrade():
     with op.batch_alter_table("customers", schema=None) as batch_op:
         batch_op.drop_column("phone_digits")
     with op.batch_alter_table("orders", schema=None) as batch_op:
+        batch_op.drop_index("ix_orders_store_status")
         batch_op.drop_index("ix_orders_status_placed")
         batch_op.drop_index("ix_orders_store_placed")
         batch_op.drop_index("ix_orders_store_status_placed")
