@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
 
 from models import AuditChainHead, AuditEvent, db, isoformat, utcnow
 from models.audit import GENESIS
@@ -85,15 +86,16 @@ def record_many(actor, action, events, *, target_type, context=None):
         return 0
     context = context or SYSTEM
     head = _lock_head()
+    cursor = SimpleNamespace(seq=head.seq, hash=head.hash)
     rows = []
     for given in events:
         row = SimpleNamespace(**_event_values(
             actor, action, target_type, given.get("target_id"), given.get("store_id"),
             given.get("order_id"), given.get("before"), given.get("after"), context,
             given.get("created_at")))
-        _chain(row, head)
+        _chain(row, cursor)
         rows.append(vars(row))
-    db.session.execute(insert(AuditEvent.__table__), rows)  # Core: no ORM bookkeeping
+    _append(head, rows)
     return len(rows)
 
 
@@ -105,16 +107,31 @@ def record_each(actor, events, *, context=None):
         return 0
     context = context or SYSTEM
     head = _lock_head()
+    cursor = SimpleNamespace(seq=head.seq, hash=head.hash)
     rows = []
     for given in events:
         row = SimpleNamespace(**_event_values(
             actor, given["action"], given["target_type"], given.get("target_id"),
             given.get("store_id"), given.get("order_id"), given.get("before"),
             given.get("after"), context))
-        _chain(row, head)
+        _chain(row, cursor)
         rows.append(vars(row))
-    db.session.execute(insert(AuditEvent.__table__), rows)  # Core: no ORM bookkeeping
+    _append(head, rows)
     return len(rows)
+
+
+def _append(head, rows):
+    """Insert the chained `rows` and move the locked head row to the last of them, each with
+    one Core statement, then tell the session's head object it holds what the database now
+    holds: no unit-of-work flush of it follows, and a later append in this transaction (which
+    locks and reads the head again) chains after these rows."""
+    db.session.execute(insert(AuditEvent.__table__), rows)
+    last = rows[-1]
+    heads = AuditChainHead.__table__
+    db.session.execute(update(heads).where(heads.c.id == head.id)
+                       .values(seq=last["seq"], hash=last["hash"]))
+    set_committed_value(head, "seq", last["seq"])
+    set_committed_value(head, "hash", last["hash"])
 
 
 def _event_values(actor, action, target_type, target_id, store_id, order_id, before, after,
