@@ -18,6 +18,7 @@ from cancellation.service import (
     cancel_order,
     get_visible_order,
     return_unreturned_stock,
+    submit,
 )
 
 __all__ = [
@@ -25,5 +26,5 @@ __all__ = [
     "ConcurrentModification", "Forbidden", "InvalidState", "NotFound", "ValidationFailed", "can",
     "evaluate_cancel", "visible_orders", "CancellationReason", "CancelOutcome", "CancelRequest",
     "cancel_order", "get_visible_order", "return_unreturned_stock", "PartialCancelRequest",
-    "cancel_items", "submit_items",
+    "cancel_items", "submit_items", "submit",
 ]

@@ -24,7 +24,6 @@ from cancellation.adapters import DeliveryError, notifier
 from cancellation.audit import SYSTEM, record
 from cancellation.errors import (
     Blocked,
-    CancelDeskError,
     ConcurrentModification,
     Forbidden,
     NotFound,
@@ -54,7 +53,6 @@ log = logging.getLogger(__name__)
 
 OPEN = ("pending", "escalated")
 CLOSED = ("approved", "rejected", "expired", "stale", "withdrawn")
-STATUSES = OPEN + CLOSED
 COMMENT_MAX = 2000
 
 ROUTE_TASK = "cancel_desk.route_approval_request"
@@ -202,15 +200,6 @@ def check_may_decide(user, approval):
     if approval.requested_by_id == user.id:
         raise Forbidden("You cannot decide your own approval request; another approver must.",
                         code="self_approval")
-
-
-def may_decide(user, approval):
-    """For showing buttons; the decisions check again."""
-    try:
-        check_may_decide(user, approval)
-    except CancelDeskError:
-        return False
-    return approval.status in OPEN
 
 
 def stale_reason(approval, order):

@@ -68,7 +68,8 @@ def write(plans, actor, context, before_audit=None, dispatch=True):
     _audit(plans, actor, context)
     _sync_session(plans)
     if dispatch:
-        after_commit(_dispatch, [p.refund_id for p in plans if p.refund_id],
+        # One task for all the rows: one message, one claim, one settle (outbox.deliver_rows).
+        after_commit(outbox.send_rows, [p.refund_id for p in plans if p.refund_id],
                      [p.notification_id for p in plans if p.notification_id])
     return plans
 
@@ -233,14 +234,3 @@ def _sync_session(plans):
             set_committed_value(item, "cancelled_quantity",
                                 item.quantity - plan.open_after[item.id])
         session.expire(order, ["cancellations", "refunds", "notifications"])
-
-
-def _dispatch(refund_ids, notification_ids):
-    """After the commit: the outbox rows to the workers — one task per row for a cancellation
-    or two, one task per kind for a batch."""
-    for model, ids in ((Refund, refund_ids), (Notification, notification_ids)):
-        if len(ids) > 2:
-            outbox.send_many(model, ids)
-        else:
-            for row_id in ids:
-                outbox.send(model, row_id)

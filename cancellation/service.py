@@ -100,9 +100,10 @@ class CancelRequest:
 class CancelOutcome:
     """Either the cancellation performed, or the approval request filed instead."""
 
-    order: Order
+    order: Order | None
     cancellation_id: int | None = None
     approval_request: ApprovalRequest | None = None
+    job: object = None  # the CancelJob: queued for after maintenance, or started for a worker
     also_cancelled: list = field(default_factory=list)
     also_pending_approval: list = field(default_factory=list)
     # Later instances of the series that could not be cancelled: dicts of order_id, number,
@@ -114,11 +115,35 @@ class CancelOutcome:
         return self.approval_request is not None
 
     @property
+    def queued(self):
+        """Held for after maintenance (the job waits, `queued`)."""
+        return self.job is not None and self.job.status == maintenance.QUEUED
+
+    @property
     def cancellation(self):
         """The cancellation performed (read when asked for), or None."""
         if self.cancellation_id is None:
             return None
         return db.session.get(Cancellation, self.cancellation_id)
+
+
+def submit(order_id, actor, request, context, *, wait=True):
+    """The one entry of a request to cancel a whole order — the panel's, API v1's and v2's.
+
+    The outcome answers which it was: cancelled now (`cancellation_id`), an approval request
+    filed instead (`needs_approval`), held until maintenance ends (`queued`, with the job), or —
+    `wait=False`, API v2's asynchronous cancel — a CancelJob started for a worker (`job`).
+    Raises a CancelDeskError (nothing changed) when the request cannot be taken.
+    """
+    if maintenance.is_on():
+        return CancelOutcome(order=None, job=maintenance.queue_cancel(order_id, actor, request,
+                                                                       context))
+    if not wait:
+        from cancellation import jobs  # a use case of this layer that cancels through this one
+
+        return CancelOutcome(order=None, job=jobs.submit_cancel(order_id, actor, request,
+                                                                context))
+    return cancel_order(order_id, actor, request, context)
 
 
 def cancel_order(order_id, actor, request, context=None):

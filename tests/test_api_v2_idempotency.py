@@ -205,7 +205,7 @@ def test_a_request_that_crashes_frees_its_key(app, client, ops, monkeypatch):
 
     key = str(uuid.uuid4())
     with monkeypatch.context() as patch:
-        patch.setattr(api_v2, "submit_cancel", boom)
+        patch.setattr(api_v2, "submit", boom)
         response = v2_cancel(client, ops["order_id"], ops["token"], key=key)
     assert_api_error(response, 500, "internal_error")
     assert key_row(app, ops["user_id"], key) is None

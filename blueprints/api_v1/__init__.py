@@ -36,12 +36,12 @@ from blueprints.auth.permissions import requires
 from cancellation import (
     CancelRequest,
     approvals,
-    cancel_order,
     get_visible_order,
     maintenance,
     orders as orders_query,
     outbox,
     return_unreturned_stock,
+    submit,
 )
 from cancellation.errors import NotFound, ValidationFailed
 from cancellation.jobs import job_state
@@ -125,12 +125,11 @@ def update_status(order_id):
         request_contact=contact.contact if contact else None,
         request_channel=contact.channel if contact else None,
         requested_at=contact.requested_at if contact else None)
-    if maintenance.is_on():
-        job = maintenance.queue_cancel(order_id, current_user, request, audit_context("api_v1"))
-        return jsonify(maintenance.queued_answer(
-            job, url_for("api_v1.cancel_job", job_id=job.id))), 202
     viewer = Viewer.of(current_user)  # the commit below expires the user: not read again
-    outcome = cancel_order(order_id, current_user, request, audit_context("api_v1"))
+    outcome = submit(order_id, current_user, request, audit_context("api_v1"))
+    if outcome.queued:
+        return jsonify(maintenance.queued_answer(
+            outcome.job, url_for("api_v1.cancel_job", job_id=outcome.job.id))), 202
     if outcome.needs_approval:
         return jsonify({"approval_request": approval_dict(outcome.approval_request, viewer),
                         "message": "Approval is required before this order can be cancelled.",

@@ -2,14 +2,12 @@
 from flask import jsonify, url_for
 from flask_login import current_user
 
-from cancellation import CancelRequest, bulk
-
-from blueprints.api_common import audit_context, parse_json, parse_query
-from blueprints.api_common import responses as out
+from blueprints.api_common import audit_context, parse_json, parse_query, responses as out
 from blueprints.api_common.openapi import documented
 from blueprints.api_common.schemas import BulkJobQuery, BulkUpdateBody, RetryBody
 from blueprints.api_v1 import bp
 from blueprints.auth.permissions import requires
+from cancellation import CancelRequest, bulk
 
 
 def accepted(job):

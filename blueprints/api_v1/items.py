@@ -2,17 +2,15 @@
 from flask import jsonify, url_for
 from flask_login import current_user
 
-from cancellation import PartialCancelRequest, maintenance, submit_items
-from cancellation.partial import describe
-from models import Order, db
-
-from blueprints.api_common import audit_context, parse_json
-from blueprints.api_common import responses as out
+from blueprints.api_common import audit_context, parse_json, responses as out
 from blueprints.api_common.openapi import documented
 from blueprints.api_common.schemas import CancelItemsBody
 from blueprints.api_common.serializers import approval_dict, cancellation_dict, order_dict
 from blueprints.api_v1 import bp
 from blueprints.auth.permissions import requires
+from cancellation import PartialCancelRequest, maintenance, submit_items
+from cancellation.partial import describe
+from models import Order, db
 
 
 @bp.put("/orders/<int:order_id>/items")

@@ -7,24 +7,35 @@ from flask_login import current_user
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from cancellation import CancelDeskError, CancelRequest, NotFound, get_visible_order
-from cancellation import idempotency, maintenance
-from cancellation.jobs import cancel_status, series_outcome, submit_cancel
-from cancellation.policy import approval_reasons, blockers_of, can, capabilities_of
-from cancellation.privacy import redact
-from cancellation.preview import preview_cancel
-from cancellation.reinstate import reinstate_eligibility, reinstate_order
-from models import AuditEvent, Notification, Order, Refund, User, db, isoformat, money
-
-from blueprints.api_common import responses as out
-from blueprints.api_common.openapi import documented
 from blueprints.api_common import (
-    BadBody, audit_context, error_response, parse_json, parse_query, read_body,
+    BadBody,
+    audit_context,
+    error_response,
+    parse_json,
+    parse_query,
+    read_body,
     require_token_user,
+    responses as out,
 )
+from blueprints.api_common.openapi import documented
 from blueprints.api_common.schemas import Reason, ReinstateBody, V2CancelBody
 from blueprints.api_common.serializers import notification_dict, refund_dict
 from blueprints.auth.permissions import requires
+from cancellation import (
+    CancelDeskError,
+    CancelRequest,
+    NotFound,
+    get_visible_order,
+    idempotency,
+    maintenance,
+)
+from cancellation.jobs import cancel_status, series_outcome
+from cancellation.policy import approval_reasons, blockers_of, can, capabilities_of
+from cancellation.preview import preview_cancel
+from cancellation.privacy import redact
+from cancellation.reinstate import reinstate_eligibility, reinstate_order
+from cancellation.service import submit
+from models import AuditEvent, Notification, Order, Refund, User, db, isoformat, money
 
 bp = Blueprint("api_v2", __name__, url_prefix="/api/v2")
 bp.before_request(require_token_user)
@@ -143,17 +154,16 @@ def cancel(order_id):
         reason=body.reason, notes=body.notes, notify_customer=body.notify_stakeholders,
         expected_version=body.version, scope=body.scope)
     status_url = f"/api/v2/orders/{order_id}/cancel/status"
-    if maintenance.is_on():
-        job = maintenance.queue_cancel(order_id, current_user, request, audit_context("api_v2"))
+    job = submit(order_id, current_user, request, audit_context("api_v2"), wait=False).job
+    if job.status == maintenance.QUEUED:
         return jsonify(maintenance.queued_answer(job, status_url)), 202
-    job = submit_cancel(order_id, current_user, request, audit_context("api_v2"))
     answer = {"order_id": order_id, "status": job.status, "job_id": job.id,
               "status_url": status_url}
     if job.status == "pending_approval" and body.scope == "all_future":
         answer.update(series_outcome(job, db.session.get(Order, order_id)))
     if job.approval_request_id:
-        from models import ApprovalRequest
         from blueprints.api_common.serializers import approval_dict
+        from models import ApprovalRequest
         answer["approval_request"] = approval_dict(
             db.session.get(ApprovalRequest, job.approval_request_id), current_user)
     return jsonify(answer), 202

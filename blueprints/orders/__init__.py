@@ -23,12 +23,12 @@ from cancellation import (
     ConcurrentModification,
     NotFound,
     ValidationFailed,
-    cancel_order,
     get_visible_order,
     maintenance,
     orders as orders_query,
     outbox,
     return_unreturned_stock,
+    submit,
 )
 from cancellation.policy import cancel_offer_and_why
 from cancellation.privacy import mask_contact, mask_email, mask_phone, redact
@@ -335,12 +335,10 @@ def cancel(order_id):
 
     cancel_request = cancel_request_from(form, order)
     try:
-        if maintenance.is_on():
-            job = maintenance.queue_cancel(order.id, current_user, cancel_request,
-                                           audit_context("panel"))
-            flash(maintenance.queued_message(job, order.number), "info")
+        outcome = submit(order.id, current_user, cancel_request, audit_context("panel"))
+        if outcome.queued:
+            flash(maintenance.queued_message(outcome.job, order.number), "info")
             return redirect(back)
-        outcome = cancel_order(order.id, current_user, cancel_request, audit_context("panel"))
     except ValidationFailed as exc:
         for problem in exc.details.get("fields", []):
             field = getattr(form, DOMAIN_FIELDS.get(problem["field"], ""), None)
