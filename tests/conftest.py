@@ -286,6 +286,18 @@ class Factory:
             db.session.commit()
             return ids
 
+    def managed_store(self, *, price_cents=1500, on_hand=500, token=True):
+        """A store with one stocked product and a store manager, for a test that makes its own
+        orders: {store_id, product_id, manager_id} and, unless token=False, the manager's token."""
+        store_id = self.store()
+        product_id = self.product(price_cents)
+        self.stock(store_id, product_id, on_hand=on_hand)
+        manager_id = self.user("store_manager", stores=[store_id])
+        made = {"store_id": store_id, "product_id": product_id, "manager_id": manager_id}
+        if token:
+            made["token"] = self.token(manager_id)
+        return made
+
     def shop(self, *, role="admin", status="pending", quantity=2, price_cents=2500, **order_kw):
         """A store with one stocked product, a customer, an order, and a user of `role` there.
 
@@ -307,19 +319,37 @@ def factory(app):
     return Factory(app)
 
 
+@pytest.fixture
+def store_with_manager(factory):
+    """factory.managed_store(): a stocked store, its manager and the manager's API token."""
+    return factory.managed_store()
+
+
 def bearer(token, **extra):
     return {"Authorization": f"Bearer {token}", **extra}
 
 
-def login(client, email, password="secret-pass"):
-    """Sign in through the real form (CSRF token included)."""
+def wait_status(client, url, token, until, *, timeout, interval, message):
+    """Poll GET `url` with the bearer token (each answer a 200) until its JSON's "status" is
+    one of `until`; that JSON."""
+    def finished():
+        response = client.get(url, headers=bearer(token))
+        assert response.status_code == 200, response.get_data(as_text=True)
+        return response.json if response.json["status"] in until else None
+
+    return wait_for(finished, timeout=timeout, interval=interval, message=message)
+
+
+def login(client, email, password="secret-pass", **fields):
+    """Sign in through the real form (CSRF token included); `fields` are further form fields
+    (remember="y")."""
     import re
 
     page = client.get("/login")
     token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"',
                       page.get_data(as_text=True)).group(1)
     return client.post("/login", data={"email": email, "password": password,
-                                       "csrf_token": token}, follow_redirects=False)
+                                       "csrf_token": token, **fields}, follow_redirects=False)
 
 
 def csrf_from(response):
@@ -328,6 +358,54 @@ def csrf_from(response):
     match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"',
                       response.get_data(as_text=True))
     return match.group(1) if match else None
+
+
+class SignedIn:
+    """A user `auth` signed in: `user_id`, `email`, the `client` signed in through the real
+    login form, that form's `response` (a 302), and, made on first use, an API `token` with its
+    `headers`."""
+
+    def __init__(self, factory, user_id, email, client, response):
+        self.factory, self.user_id, self.email = factory, user_id, email
+        self.client, self.response = client, response
+        self._token = None
+
+    @property
+    def token(self):
+        if self._token is None:
+            self._token = self.factory.token(self.user_id)
+        return self._token
+
+    @property
+    def headers(self):
+        return bearer(self.token)
+
+    def csrf(self, path="/"):
+        """The CSRF token of a page the signed-in client opens (the orders list by default)."""
+        return csrf_from(self.client.get(path))
+
+
+@pytest.fixture
+def auth(app, client, factory):
+    """Sign a user in through the real login form (CSRF token included); assert it worked.
+
+    auth(user_id)                          that user, on the test's `client`
+    auth(role="fulfillment", stores=[id])  a new user of that role (admin by default) first
+    auth(..., client=app.test_client())    on another client: a second browser
+    auth(..., remember="y")                further fields of the form
+    Returns a SignedIn (user_id, email, client, response, token, headers, csrf())."""
+    from helpers import email_of
+
+    def sign_in(user_id=None, *, role="admin", stores=(), client=client,
+                password="secret-pass", **fields):
+        if user_id is None:
+            user_id = factory.user(role, stores=stores, password=password)
+        email = email_of(app, user_id)
+        response = login(client, email, password, **fields)
+        assert response.status_code == 302, response.get_data(as_text=True)
+        return SignedIn(factory, user_id, email, client, response)
+
+    return sign_in
 
 
 def cancel(client, order_id, token, reason="inventory_issues", headers=None, **body):
@@ -420,14 +498,10 @@ def v2_cancel(client, order_id, token, *, key="new", user_id=None, body=None, **
 
 def v2_wait_cancel(client, order_id, token, timeout=30.0, until=("completed", "failed")):
     """Poll GET .../cancel/status (the runbook's step 4) until the job has finished."""
-    def finished():
-        response = client.get(f"/api/v2/orders/{order_id}/cancel/status", headers=bearer(token))
-        assert response.status_code == 200, response.get_data(as_text=True)
-        return response.json if response.json["status"] in until else None
-
     # Polite polling: API v2 is rate limited per user (120 requests a minute by default).
-    return wait_for(finished, timeout=timeout, interval=0.3,
-                    message=f"the cancel job of order {order_id} to finish")
+    return wait_status(client, f"/api/v2/orders/{order_id}/cancel/status", token, until,
+                       timeout=timeout, interval=0.3,
+                       message=f"the cancel job of order {order_id} to finish")
 
 
 @pytest.fixture

@@ -1,10 +1,12 @@
-"""Helpers shared by test modules: firing competing calls at once and reading what they did."""
+"""Plain functions shared by test modules: firing competing calls at once, reading rows back,
+and set-ups that more than one module makes. Fixtures (`auth` to sign in, `factory`, ...) and
+the API callers (`cancel`, `v2_cancel`, ...) are in conftest."""
 import threading
 
 from sqlalchemy import func, select
 
 from cancellation import verify_chain
-from models import db
+from models import Order, StockLevel, User, db
 
 
 def race(*calls, timeout=120):
@@ -54,3 +56,36 @@ def answer(response):
     if response.status_code >= 400 and response.is_json:
         code = response.json["error"]["code"]
     return response.status_code, code
+
+
+def email_of(app, user_id):
+    with app.app_context():
+        return db.session.get(User, user_id).email
+
+
+def status_of(app, order_id):
+    with app.app_context():
+        return db.session.get(Order, order_id).status
+
+
+def reserved(app, store_id, product_id):
+    """The stock a store holds reserved for one product."""
+    with app.app_context():
+        return db.session.scalar(select(StockLevel.reserved).where(
+            StockLevel.store_id == store_id, StockLevel.product_id == product_id))
+
+
+def text_of(response):
+    return response.get_data(as_text=True)
+
+
+def queued_cancels(client, factory, count):
+    """In maintenance: `count` one-line orders of a managed store, each cancelled by its manager
+    through API v1 and so queued as a cancel job. Returns (the store, order ids, job ids)."""
+    from conftest import cancel
+
+    shop = factory.managed_store(on_hand=100)
+    orders = [factory.order(shop["store_id"], [(shop["product_id"], 1, 1500)])
+              for _ in range(count)]
+    job_ids = [cancel(client, order_id, shop["token"]).json["job_id"] for order_id in orders]
+    return shop, orders, job_ids

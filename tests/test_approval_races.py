@@ -229,15 +229,11 @@ def test_a_withdrawal_racing_an_approval_ends_one_way(app, factory):
             assert seen["cancellations"] == 0
 
 
-def test_withdraw_in_the_panel(app, factory):
-    from conftest import csrf_from, login
+def test_withdraw_in_the_panel(app, auth, factory):
+    from conftest import csrf_from
 
     shop = filed_request(app, app.test_client(), factory)
-    with app.app_context():
-        from models import User
-        email = db.session.get(User, shop["user_id"]).email
-    client = app.test_client()
-    login(client, email)
+    client = auth(shop["user_id"], client=app.test_client()).client
     page = client.get("/approvals?tab=mine")
     html = page.get_data(as_text=True)
     assert 'data-testid="withdraw"' in html and "Withdraw request #" in html

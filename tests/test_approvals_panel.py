@@ -3,17 +3,12 @@
 import html
 import re
 
-from models import ApprovalRequest, Cancellation, Order, User, db
+from models import ApprovalRequest, Cancellation, Order, db
 
-from conftest import bearer, csrf_from, login
+from conftest import bearer, csrf_from
+from helpers import status_of
 
 JUSTIFICATION = "Supplier recalled the batch; customer agreed on the phone."
-
-
-def sign_in(app, client, user_id):
-    with app.app_context():
-        email = db.session.get(User, user_id).email
-    assert login(client, email).status_code == 302
 
 
 def text_of(response):
@@ -39,14 +34,9 @@ def approval_of(app, order_id):
             ApprovalRequest.order_id == order_id).order_by(ApprovalRequest.id.desc()))
 
 
-def status_of(app, order_id):
-    with app.app_context():
-        return db.session.get(Order, order_id).status
-
-
-def test_the_panel_offers_cancel_or_request_approval_per_policy(app, client, factory):
+def test_the_panel_offers_cancel_or_request_approval_per_policy(app, client, auth, factory):
     shop = shop_with_manager(factory)
-    sign_in(app, client, shop["user_id"])
+    auth(shop["user_id"])
     page = text_of(client.get(f"/orders/{shop['order_id']}"))
     assert 'data-testid="request-approval"' in page and 'data-testid="cancel-order"' not in page
     assert f'action="/orders/{shop["order_id"]}/approval-request"' in page
@@ -62,7 +52,7 @@ def test_the_panel_offers_cancel_or_request_approval_per_policy(app, client, fac
 
     with client.session_transaction() as session:
         session.clear()
-    sign_in(app, client, shop["manager"])
+    auth(shop["manager"])
     page = text_of(client.get(f"/orders/{shop['order_id']}"))
     assert 'data-testid="cancel-order"' in page and 'data-testid="request-approval"' not in page
     row = re.search(rf'<tr data-order-row="{shop["order_id"]}".*?</tr>',
@@ -70,9 +60,9 @@ def test_the_panel_offers_cancel_or_request_approval_per_policy(app, client, fac
     assert "Cancel Order" in row and "data-approval-why" not in row
 
 
-def test_the_request_form_needs_a_justification_and_csrf(app, client, factory):
+def test_the_request_form_needs_a_justification_and_csrf(app, client, auth, factory):
     shop = shop_with_manager(factory)
-    sign_in(app, client, shop["user_id"])
+    auth(shop["user_id"])
     response = file_request(app, client, shop, justification="  ")
     assert response.status_code == 400
     assert "Tell the approver why" in text_of(response)
@@ -91,9 +81,9 @@ def test_the_request_form_needs_a_justification_and_csrf(app, client, factory):
     assert status_of(app, shop["order_id"]) == "in_progress"
 
 
-def test_the_approver_queue_badge_and_approve(app, client, factory):
+def test_the_approver_queue_badge_and_approve(app, client, auth, factory):
     shop = shop_with_manager(factory)
-    sign_in(app, client, shop["user_id"])
+    auth(shop["user_id"])
     file_request(app, client, shop)
     approval = approval_of(app, shop["order_id"])
     mine = text_of(client.get("/approvals"))  # a requester lands on "My requests"
@@ -102,7 +92,7 @@ def test_the_approver_queue_badge_and_approve(app, client, factory):
 
     with client.session_transaction() as session:
         session.clear()
-    sign_in(app, client, shop["manager"])
+    auth(shop["manager"])
     orders = text_of(client.get("/"))
     badge = re.search(r'data-testid="approvals-badge">(\d+)<', orders)
     assert badge and int(badge.group(1)) >= 1
@@ -134,17 +124,17 @@ def test_the_approver_queue_badge_and_approve(app, client, factory):
     # The requester sees the outcome: badge, then "My requests" (which marks it seen).
     with client.session_transaction() as session:
         session.clear()
-    sign_in(app, client, shop["user_id"])
+    auth(shop["user_id"])
     assert 'data-testid="approvals-badge">1<' in text_of(client.get("/"))
     mine = text_of(client.get("/approvals?tab=mine"))
     assert 'data-approval-status="approved"' in mine and "Approved by phone." in mine
     assert 'data-testid="approvals-badge"' not in text_of(client.get("/"))
 
 
-def test_reject_needs_a_comment_and_self_approval_is_refused(app, client, factory):
+def test_reject_needs_a_comment_and_self_approval_is_refused(app, client, auth, factory):
     shop = factory.shop(role="store_manager", status="pending", age_days=40)
     other_manager = factory.user("store_manager", stores=[shop["store_id"]])
-    sign_in(app, client, shop["user_id"])
+    auth(shop["user_id"])
     file_request(app, client, shop)
     approval = approval_of(app, shop["order_id"])
     assert approval is not None
@@ -156,8 +146,7 @@ def test_reject_needs_a_comment_and_self_approval_is_refused(app, client, factor
 
     with client.session_transaction() as session:
         session.clear()
-    sign_in(app, client, other_manager)
-    token = csrf_from(client.get("/approvals"))
+    token = auth(other_manager).csrf("/approvals")
     response = client.post(f"/approvals/{approval.id}/reject",
                            data={"csrf_token": token, "comment": ""})
     assert "A comment is required" in text_of(client.get(response.headers["Location"]))
@@ -178,7 +167,7 @@ def test_the_approval_endpoints_are_documented(client, factory):
     assert "post" in paths["/api/v1/approval_requests/{approval_id}/reject"]
 
 
-def test_a_partial_request_says_which_items_it_cancels(app, client, factory):
+def test_a_partial_request_says_which_items_it_cancels(app, client, auth, factory):
     store_id = factory.store()
     kept, asked = factory.product(1000), factory.product(2500)
     order_id = factory.order(store_id, [(kept, 3, 1000), (asked, 2, 2500)], status="on_hold",
@@ -189,8 +178,7 @@ def test_a_partial_request_says_which_items_it_cancels(app, client, factory):
         order = db.session.get(Order, order_id)
         item_id = order.items[1].id
         asked_name = order.items[1].product.name
-    sign_in(app, client, requester)
-    token = csrf_from(client.get(f"/orders/{order_id}"))
+    token = auth(requester).csrf(f"/orders/{order_id}")
     response = client.post(f"/orders/{order_id}/modify", data={
         "csrf_token": token, "reason": "inventory_issues", "notify_customer": "y",
         "version": "1", "mode": "approval", "justification": JUSTIFICATION,
@@ -201,7 +189,7 @@ def test_a_partial_request_says_which_items_it_cancels(app, client, factory):
 
     with client.session_transaction() as session:
         session.clear()
-    sign_in(app, client, manager)
+    auth(manager)
     queue = text_of(client.get("/approvals"))
     card = re.search(rf'data-approval-id="{approval.id}".*?</form>', queue, re.S).group(0)
     on_approval = re.search(r'data-testid="on-approval">(.*?)</dd>', card, re.S).group(1)

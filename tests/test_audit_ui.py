@@ -8,20 +8,8 @@ from pathlib import Path
 
 from sqlalchemy import JSON, bindparam, event, text
 
-from conftest import ROOT, cancel, csrf_from, login
-
-
-def email_of(app, user_id):
-    from models import User, db
-
-    with app.app_context():
-        return db.session.get(User, user_id).email
-
-
-def sign_in(app, client, user_id):
-    response = login(client, email_of(app, user_id))
-    assert response.status_code == 302, response.get_data(as_text=True)
-    return response
+from conftest import ROOT, cancel, csrf_from
+from helpers import email_of
 
 
 def add_events(app, store_id, count, action="test.alpha", actor_id=None, order_id=None,
@@ -49,7 +37,7 @@ def rows_on(page):
     return re.findall(r'<tr data-seq="(\d+)" data-action="([^"]+)"', page)
 
 
-def test_filters_pagination_and_store_scope(app, client, factory):
+def test_filters_pagination_and_store_scope(app, client, auth, factory):
     store = factory.store()
     other_store = factory.store()
     manager = factory.user("store_manager", stores=[store])
@@ -60,7 +48,7 @@ def test_filters_pagination_and_store_scope(app, client, factory):
     add_events(app, store, 60, action="test.alpha")
     add_events(app, store, 5, action="test.beta", actor_id=staff, order_id=order_id)
 
-    sign_in(app, client, manager)
+    auth(manager)
     page = client.get("/audit/").get_data(as_text=True)
     assert shown_total(page) == 65
     assert len(rows_on(page)) == 50
@@ -97,33 +85,33 @@ def test_filters_pagination_and_store_scope(app, client, factory):
 
     # A manager of another store sees none of these, even when asking for the store by id.
     other = app.test_client()
-    sign_in(app, other, outsider)
+    auth(outsider, client=other)
     page = other.get(f"/audit/?store={store}").get_data(as_text=True)
     assert not [1 for _, action in rows_on(page) if action in ("test.alpha", "test.beta")]
     csv_text = b"".join(other.get(f"/audit/export.csv?store={store}").response).decode()
     assert "test.alpha" not in csv_text
 
 
-def test_who_may_open_the_audit_log(app, factory):
+def test_who_may_open_the_audit_log(app, auth, factory):
     store = factory.store()
     for role, status in (("admin", 200), ("store_manager", 200), ("ops_engineer", 200),
                          ("fulfillment", 403), ("customer_service", 403)):
         client = app.test_client()
-        sign_in(app, client, factory.user(role, stores=[store]))
+        auth(role=role, stores=[store], client=client)
         for path in ("/audit/", "/audit/export.csv", "/audit/verify",
                      f"/audit/compliance.csv?store={store}&date=2024-01-01"):
             assert client.get(path).status_code == status, (role, path)
     assert app.test_client().get("/audit/").status_code == 302  # anonymous: to the login page
 
 
-def test_contact_details_are_masked_for_roles_without_contact_access(app, factory):
+def test_contact_details_are_masked_for_roles_without_contact_access(app, auth, factory):
     store = factory.store()
     add_events(app, store, 1, action="test.contact",
                after={"request_contact": "jane.doe@example.com",
                       "notes": "Customer called from 415-555-0134 and wrote from "
                                "jd@example.org"})
     ops = app.test_client()
-    sign_in(app, ops, factory.user("ops_engineer"))
+    auth(role="ops_engineer", client=ops)
     page = ops.get(f"/audit/?store={store}&action=test.contact").get_data(as_text=True)
     exported = b"".join(ops.get(f"/audit/export.csv?store={store}&action=test.contact")
                         .response).decode()
@@ -134,19 +122,19 @@ def test_contact_details_are_masked_for_roles_without_contact_access(app, factor
     assert "masked for your role" in page
 
     manager = app.test_client()
-    sign_in(app, manager, factory.user("store_manager", stores=[store]))
+    auth(role="store_manager", stores=[store], client=manager)
     page = manager.get(f"/audit/?store={store}&action=test.contact").get_data(as_text=True)
     assert "jane.doe@example.com" in page and "415-555-0134" in page
     assert "masked for your role" not in page
 
 
-def test_csv_export_streams_a_large_range_in_batches(app, factory):
+def test_csv_export_streams_a_large_range_in_batches(app, auth, factory):
     from models import db
 
     store = factory.store()
     add_events(app, store, 3000, action="test.bulk")
     client = app.test_client()
-    sign_in(app, client, factory.user("admin"))
+    auth(role="admin", client=client)
 
     options = []
 
@@ -182,18 +170,18 @@ def test_csv_export_streams_a_large_range_in_batches(app, factory):
                                  {"s": store}) == 3000
 
 
-def test_csv_cells_cannot_become_spreadsheet_formulas(app, factory):
+def test_csv_cells_cannot_become_spreadsheet_formulas(app, auth, factory):
     store = factory.store()
     add_events(app, store, 1, action="test.formula", after={"notes": "=HYPERLINK(\"x\")"})
     client = app.test_client()
-    sign_in(app, client, factory.user("admin"))
+    auth(role="admin", client=client)
     body = b"".join(client.get(f"/audit/export.csv?store={store}&action=test.formula")
                     .response).decode()
     row = list(csv.reader(io.StringIO(body)))[1]
     assert not any(cell.startswith("=") for cell in row)
 
 
-def test_verify_chain_page_names_the_broken_row(app, client, factory, restore_row):
+def test_verify_chain_page_names_the_broken_row(app, client, auth, factory, restore_row):
     from models import AuditEvent, db
 
     shop = factory.shop(role="store_manager")
@@ -201,7 +189,7 @@ def test_verify_chain_page_names_the_broken_row(app, client, factory, restore_ro
     with app.app_context():
         seq = db.session.scalar(db.select(AuditEvent.seq).where(
             AuditEvent.order_id == shop["order_id"], AuditEvent.action == "order.cancelled"))
-    sign_in(app, client, shop["user_id"])
+    auth(shop["user_id"])
     page = client.get("/audit/verify").get_data(as_text=True)
     assert 'data-testid="chain-ok"' in page and "The chain is intact" in page
 
@@ -237,9 +225,9 @@ def test_audit_events_cannot_be_changed_through_any_route(app):
             assert not pattern.search(path.read_text()), f"{path} changes audit events"
 
 
-def test_audit_page_and_csv_are_not_for_post(app, factory):
+def test_audit_page_and_csv_are_not_for_post(app, auth, factory):
     client = app.test_client()
-    sign_in(app, client, factory.user("admin"))
+    auth(role="admin", client=client)
     page = client.get("/audit/")
     token = csrf_from(page)
     for path in ("/audit/", "/audit/export.csv", "/audit/verify"):

@@ -2,16 +2,10 @@
 confirmation, from the detail page of an order whose fulfillment has started."""
 import pytest
 
-from models import Order, db
-
 from conftest import open_row_dialog, shot, sign_in
+from helpers import status_of
 
 pytestmark = pytest.mark.browser
-
-
-def status_of(app, order_id):
-    with app.app_context():
-        return db.session.get(Order, order_id).status
 
 
 def test_cancel_from_the_row_action_menu(app, factory, live_server, page):

@@ -1,8 +1,7 @@
 """Bulk cancellation through API v1 with a real worker: a chord of batches, each order in its own
 transaction; failures recorded per order with their code, nothing else touched."""
-import pytest
 
-from conftest import assert_api_error, bearer, order_state, wait_for
+from conftest import assert_api_error, bearer, order_state, wait_for, wait_status
 
 FINISHED = ("completed", "completed_with_errors", "failed")
 
@@ -14,24 +13,8 @@ def submit(client, token, order_ids, **body):
 
 
 def wait_finished(client, token, job_id, timeout=60):
-    def finished():
-        response = client.get(f"/api/v1/bulk_jobs/{job_id}?per_page=1000",
-                              headers=bearer(token))
-        assert response.status_code == 200, response.get_data(as_text=True)
-        return response.json if response.json["status"] in FINISHED else None
-
-    return wait_for(finished, timeout=timeout, interval=0.2,
-                    message=f"bulk job {job_id} to finish")
-
-
-@pytest.fixture
-def store_with_manager(factory):
-    store_id = factory.store()
-    product_id = factory.product(1500)
-    factory.stock(store_id, product_id, on_hand=500)
-    manager_id = factory.user("store_manager", stores=[store_id])
-    return {"store_id": store_id, "product_id": product_id, "manager_id": manager_id,
-            "token": factory.token(manager_id)}
+    return wait_status(client, f"/api/v1/bulk_jobs/{job_id}?per_page=1000", token, FINISHED,
+                       timeout=timeout, interval=0.2, message=f"bulk job {job_id} to finish")
 
 
 def test_mixed_bulk_job_counts_codes_and_leaves_the_rest_alone(app, client, factory, worker,

@@ -4,21 +4,12 @@ import re
 
 import pytest
 
-from models import BulkJob, BulkJobItem, Customer, Order, Setting, User, db
+from models import BulkJob, BulkJobItem, Customer, Order, Setting, db
 
-from conftest import csrf_from, login, wait_for
+from conftest import csrf_from, wait_for
+from helpers import status_of, text_of
 
 FINISHED = ("completed", "completed_with_errors", "failed")
-
-
-def text_of(response):
-    return response.get_data(as_text=True)
-
-
-def sign_in(app, client, user_id):
-    with app.app_context():
-        email = db.session.get(User, user_id).email
-    assert login(client, email).status_code == 302
 
 
 def job_of(app, job_id):
@@ -39,11 +30,6 @@ def jobs_of(app, user_id):
     with app.app_context():
         return db.session.scalar(db.select(db.func.count()).select_from(BulkJob).where(
             BulkJob.user_id == user_id))
-
-
-def status_of(app, order_id):
-    with app.app_context():
-        return db.session.get(Order, order_id).status
 
 
 def number_of(app, order_id):
@@ -87,20 +73,16 @@ def hidden(page, name):
 
 @pytest.fixture
 def store(factory):
-    store_id = factory.store()
-    product_id = factory.product(1500)
-    factory.stock(store_id, product_id, on_hand=500)
-    return {"store_id": store_id, "product_id": product_id,
-            "manager_id": factory.user("store_manager", stores=[store_id])}
+    return factory.managed_store(token=False)
 
 
 def test_manager_cancels_ticked_orders_sees_failures_first_and_retries_them(
-        app, client, factory, worker, store):
+        app, client, auth, factory, worker, store):
     lines = [(store["product_id"], 1, 1500)]
     good = [factory.order(store["store_id"], lines) for _ in range(3)]
     held = factory.order(store["store_id"], lines, billing_hold=True)
     other_store = factory.shop()["order_id"]
-    sign_in(app, client, store["manager_id"])
+    auth(store["manager_id"])
 
     listing = client.get("/")
     page = text_of(listing)
@@ -165,7 +147,7 @@ def test_manager_cancels_ticked_orders_sees_failures_first_and_retries_them(
 
 
 def test_select_all_matching_resolves_the_filtered_orders_of_the_users_stores(
-        app, client, factory, store):
+        app, client, auth, factory, store):
     lines = [(store["product_id"], 1, 1500)]
     customer_id = factory.customer()
     with app.app_context():
@@ -177,7 +159,7 @@ def test_select_all_matching_resolves_the_filtered_orders_of_the_users_stores(
     elsewhere = factory.shop()  # the same customer in a store the manager does not work in
     factory.order(elsewhere["store_id"], [(elsewhere["product_id"], 1, 2500)],
                   customer_id=customer_id)
-    sign_in(app, client, store["manager_id"])
+    auth(store["manager_id"])
 
     listing = client.get("/", query_string={"q": name, "status": "pending"})
     page = text_of(listing)
@@ -223,10 +205,9 @@ def test_select_all_matching_resolves_the_filtered_orders_of_the_users_stores(
     assert later not in items_of(app, job_id)
 
 
-def test_problems_go_back_to_the_list_and_change_nothing(app, client, factory, store):
+def test_problems_go_back_to_the_list_and_change_nothing(app, client, auth, factory, store):
     order_id = factory.order(store["store_id"], [(store["product_id"], 1, 1500)])
-    sign_in(app, client, store["manager_id"])
-    csrf = csrf_from(client.get("/"))
+    csrf = auth(store["manager_id"]).csrf()
     back = "/?status=pending"
 
     response = post_bulk(client, csrf, [], next=back)
@@ -244,9 +225,9 @@ def test_problems_go_back_to_the_list_and_change_nothing(app, client, factory, s
     assert status_of(app, order_id) == "pending"
 
 
-def test_unconfirmed_dialog_gets_the_confirmation_page(app, client, factory, store):
+def test_unconfirmed_dialog_gets_the_confirmation_page(app, client, auth, factory, store):
     ids = [factory.order(store["store_id"], [(store["product_id"], 1, 1500)]) for _ in range(2)]
-    sign_in(app, client, store["manager_id"])
+    auth(store["manager_id"])
     response = post_bulk(client, csrf_from(client.get("/")), ids, confirmed="", reason="")
     page = text_of(response)
     assert response.status_code == 200
@@ -259,9 +240,9 @@ def test_unconfirmed_dialog_gets_the_confirmation_page(app, client, factory, sto
     assert items_of(app, job_id) == set(ids)
 
 
-def test_csrf_is_required(app, client, factory, store):
+def test_csrf_is_required(app, client, auth, factory, store):
     order_id = factory.order(store["store_id"], [(store["product_id"], 1, 1500)])
-    sign_in(app, client, store["manager_id"])
+    auth(store["manager_id"])
     assert post_bulk(client, None, [order_id]).status_code == 400
     assert post_bulk(client, "forged", [order_id]).status_code == 400
     assert jobs_of(app, store["manager_id"]) == 0
@@ -271,11 +252,11 @@ def test_csrf_is_required(app, client, factory, store):
 
 
 @pytest.mark.parametrize("role", ["fulfillment", "customer_service"])
-def test_roles_without_bulk_cancel_see_no_checkboxes_and_get_403(app, client, factory, store,
+def test_roles_without_bulk_cancel_see_no_checkboxes_and_get_403(app, client, auth, factory, store,
                                                                  role):
     order_id = factory.order(store["store_id"], [(store["product_id"], 1, 1500)])
     user_id = factory.user(role, stores=[store["store_id"]])
-    sign_in(app, client, user_id)
+    auth(user_id)
     listing = client.get("/")
     page = text_of(listing)
     assert number_of(app, order_id) in page
@@ -286,13 +267,13 @@ def test_roles_without_bulk_cancel_see_no_checkboxes_and_get_403(app, client, fa
     assert jobs_of(app, user_id) == 0 and status_of(app, order_id) == "pending"
 
 
-def test_only_the_owner_and_admins_see_a_job(app, client, factory, store):
+def test_only_the_owner_and_admins_see_a_job(app, client, auth, factory, store):
     order_id = factory.order(store["store_id"], [(store["product_id"], 1, 1500)])
-    sign_in(app, client, store["manager_id"])
+    auth(store["manager_id"])
     job_id = job_id_from(post_bulk(client, csrf_from(client.get("/")), [order_id]))
 
     colleague = app.test_client()  # a manager of the same store
-    sign_in(app, colleague, factory.user("store_manager", stores=[store["store_id"]]))
+    auth(role="store_manager", stores=[store["store_id"]], client=colleague)
     csrf = csrf_from(colleague.get("/"))
     assert colleague.get(f"/bulk-jobs/{job_id}").status_code == 404
     assert colleague.get(f"/bulk-jobs/{job_id}/progress").status_code == 404
@@ -301,21 +282,21 @@ def test_only_the_owner_and_admins_see_a_job(app, client, factory, store):
     assert f'href="/bulk-jobs/{job_id}"' not in text_of(colleague.get("/bulk-jobs"))
 
     admin = app.test_client()
-    sign_in(app, admin, factory.user("admin"))
+    auth(role="admin", client=admin)
     assert admin.get(f"/bulk-jobs/{job_id}").status_code == 200
     assert f'href="/bulk-jobs/{job_id}"' in text_of(admin.get("/bulk-jobs"))
     assert client.get("/bulk-jobs/2147483000").status_code == 404
 
 
 def test_a_2000_order_job_sent_during_maintenance_waits_and_the_list_says_so(
-        app, client, factory, store):
+        app, client, auth, factory, store):
     """The panel starts a job of 2,000 orders from "select all matching". Sent during
     maintenance it is queued; the test removes it before maintenance ends, so the shared worker
     is not left 2,000 orders to cancel."""
     ids = factory.many_orders(store["store_id"], 2000, [store["product_id"]])
     with app.app_context():
         prefix = db.session.get(Order, ids[0]).number.rsplit("-", 1)[0]
-    sign_in(app, client, store["manager_id"])
+    auth(store["manager_id"])
     listing = client.get("/", query_string={"q": prefix})
     page = text_of(listing)
     assert "Select all 2,000 orders matching these filters" in page
@@ -351,7 +332,7 @@ def test_a_2000_order_job_sent_during_maintenance_waits_and_the_list_says_so(
             db.session.commit()
 
 
-def test_the_jobs_list_pages_like_the_audit_log(app, client, factory, store, monkeypatch):
+def test_the_jobs_list_pages_like_the_audit_log(app, client, auth, factory, store, monkeypatch):
     """The shared pagination footer: "Page n of m" and the page links, on one page only when
     there is more than one."""
     from blueprints.orders import bulk as bulk_views
@@ -361,7 +342,7 @@ def test_the_jobs_list_pages_like_the_audit_log(app, client, factory, store, mon
         db.session.add_all([BulkJob(user_id=store["manager_id"], reason="inventory_issues",
                                     status="completed") for _ in range(3)])
         db.session.commit()
-    sign_in(app, client, store["manager_id"])
+    auth(store["manager_id"])
 
     first = text_of(client.get("/bulk-jobs"))
     assert "Page 1 of 2" in first

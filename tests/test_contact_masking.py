@@ -2,9 +2,7 @@
 see them — not through the order page's audit timeline, nor through v2's audit log."""
 import re
 
-from models import User, db
-
-from conftest import bearer, login
+from conftest import bearer
 
 CONTACT = "jane.roe@example.com"
 
@@ -33,12 +31,10 @@ def test_v2_audit_log_masks_contact_for_ops_not_for_admin(app, client, factory):
     assert CONTACT in as_admin
 
 
-def test_order_timeline_masks_contact_for_fulfillment(app, client, factory):
+def test_order_timeline_masks_contact_for_fulfillment(app, client, auth, factory):
     shop = file_customer_request(client, factory)
     fulfillment = factory.user("fulfillment", stores=[shop["store_id"]])
-    with app.app_context():
-        email = db.session.get(User, fulfillment).email
-    login(client, email)
+    auth(fulfillment)
     page = client.get(f"/orders/{shop['order_id']}").get_data(as_text=True)
     assert "approval.requested" in page
     assert CONTACT not in page
@@ -65,13 +61,7 @@ def assert_withheld(text):
     assert not leaked, leaked
 
 
-def sign_in_as(app, client, user_id):
-    with app.app_context():
-        email = db.session.get(User, user_id).email
-    assert login(client, email).status_code == 302
-
-
-def test_free_text_contact_is_withheld_whole_for_roles_without_contact(app, factory):
+def test_free_text_contact_is_withheld_whole_for_roles_without_contact(app, auth, factory):
     """One request filed for approval (in_progress) and one cancellation done directly (pending):
     neither shows any piece of the contact to fulfillment or ops — order page, audit page, audit
     CSV, v2 audit log, the approval request — while an admin reads it all."""
@@ -102,7 +92,7 @@ def test_free_text_contact_is_withheld_whole_for_roles_without_contact(app, fact
         assert approval.json["approval_request"]["requested_cancellation"][
             "request_contact"] == "(withheld)"
         browser = app.test_client()
-        sign_in_as(app, browser, viewer)
+        auth(viewer, client=browser)
         for order_id in (shop["order_id"], direct):
             page = browser.get(f"/orders/{order_id}")
             assert page.status_code == 200
@@ -117,7 +107,7 @@ def test_free_text_contact_is_withheld_whole_for_roles_without_contact(app, fact
     assert "(withheld)" in client.get(f"/api/v2/orders/{shop['order_id']}/audit-log",
                                       headers=bearer(ops_token)).get_data(as_text=True)
     auditor = app.test_client()
-    sign_in_as(app, auditor, ops)
+    auth(ops, client=auditor)
     page = auditor.get(f"/audit/?store={shop['store_id']}")
     assert page.status_code == 200
     assert_withheld(page.get_data(as_text=True))

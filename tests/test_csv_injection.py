@@ -6,23 +6,10 @@ import io
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from conftest import cancel, csrf_from, login
+from conftest import cancel, csrf_from
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 REQUEST_ID = "-1+cmd|' /C calc'!A0"
-
-
-def email_of(app, user_id):
-    from models import User, db
-
-    with app.app_context():
-        return db.session.get(User, user_id).email
-
-
-def signed_in(app, user_id):
-    client = app.test_client()
-    assert login(client, email_of(app, user_id)).status_code == 302
-    return client
 
 
 def csv_rows(response):
@@ -35,7 +22,7 @@ def assert_no_formula(rows):
     assert not starts, starts
 
 
-def test_a_request_id_sent_on_a_failed_login_is_no_formula_in_the_audit_csv(app, factory):
+def test_a_request_id_sent_on_a_failed_login_is_no_formula_in_the_audit_csv(app, auth, factory):
     """Anyone can send X-Request-ID, signed in or not; the failed sign-in is audited with it.
     However the header is bounded, it never reaches the export as a live formula."""
     client = app.test_client()
@@ -43,7 +30,7 @@ def test_a_request_id_sent_on_a_failed_login_is_no_formula_in_the_audit_csv(app,
     failed = client.post("/login", headers={"X-Request-ID": REQUEST_ID}, data={
         "email": "nobody@formula-test.example", "password": "wrong", "csrf_token": token})
     assert failed.status_code == 401  # the form again, with its error
-    rows = csv_rows(signed_in(app, factory.user("admin")).get(
+    rows = csv_rows(auth(role="admin", client=app.test_client()).client.get(
         "/audit/export.csv?action=auth.login_failed"))
     header, mine = rows[0], [row for row in rows[1:] if "formula-test.example" in row[9]]
     assert mine, "the failed sign-ins were not audited"
@@ -52,7 +39,7 @@ def test_a_request_id_sent_on_a_failed_login_is_no_formula_in_the_audit_csv(app,
     assert_no_formula(rows)
 
 
-def test_any_text_that_starts_like_a_formula_is_quoted_in_the_audit_csv(app, factory):
+def test_any_text_that_starts_like_a_formula_is_quoted_in_the_audit_csv(app, auth, factory):
     """Recorded as a request would record it; each of the six starts, '-' before a digit too."""
     from cancellation.audit import AuditContext, record
     from models import db
@@ -65,7 +52,7 @@ def test_any_text_that_starts_like_a_formula_is_quoted_in_the_audit_csv(app, fac
             record(None, "test.formula", target_type="test", target_id=1, store_id=store,
                    after={"notes": payload}, context=AuditContext(request_id=payload))
         db.session.commit()
-    rows = csv_rows(signed_in(app, factory.user("admin")).get(
+    rows = csv_rows(auth(role="admin", client=app.test_client()).client.get(
         f"/audit/export.csv?store={store}&action=test.formula"))
     header = rows[0]
     assert sorted(row[header.index("request_id")] for row in rows[1:]) \
@@ -74,7 +61,7 @@ def test_any_text_that_starts_like_a_formula_is_quoted_in_the_audit_csv(app, fac
     assert_no_formula(rows)
 
 
-def test_a_product_named_like_a_formula_is_quoted_in_the_compliance_csv(app, client, factory):
+def test_a_product_named_like_a_formula_is_quoted_in_the_compliance_csv(app, client, auth, factory):
     from models import Product, Store, db
 
     store = factory.store()
@@ -91,7 +78,7 @@ def test_a_product_named_like_a_formula_is_quoted_in_the_compliance_csv(app, cli
     order_id = factory.order(store, [(product, 1, 2500)])
     assert cancel(client, order_id, factory.token(manager)).status_code == 200
     day = datetime.now(ZoneInfo("UTC")).date()
-    rows = csv_rows(signed_in(app, manager).get(
+    rows = csv_rows(auth(manager, client=app.test_client()).client.get(
         f"/audit/compliance.csv?store={store}&date={day}"))
     header, [row] = rows[0], rows[1:]
     assert row[header.index("product")] == "'" + name

@@ -11,13 +11,7 @@ from sqlalchemy import event, text
 import blueprints.dashboard as dashboard_module
 
 from conftest import cancel, login
-
-
-def email_of(app, user_id):
-    from models import User, db
-
-    with app.app_context():
-        return db.session.get(User, user_id).email
+from helpers import email_of
 
 
 def table(page, name):
@@ -73,10 +67,10 @@ def test_login_lands_on_the_dashboard(app, client, factory):
     assert client.get("/").status_code == 200  # the orders list stays at /
 
 
-def test_numbers_per_reason_store_staff_and_day(app, factory, store_with_cancellations):
+def test_numbers_per_reason_store_staff_and_day(app, auth, factory, store_with_cancellations):
     data = store_with_cancellations
     client = app.test_client()
-    login(client, email_of(app, data["first"]))  # a manager of only this store
+    auth(data["first"], client=client)  # a manager of only this store
 
     page = client.get("/dashboard?period=7").get_data(as_text=True)
     assert table(page, "reason") == {"inventory_issues": 2, "duplicate_order": 1,
@@ -105,17 +99,17 @@ def test_numbers_per_reason_store_staff_and_day(app, factory, store_with_cancell
                          "day").values()) == 4
 
 
-def test_other_stores_do_not_show(app, factory, store_with_cancellations):
+def test_other_stores_do_not_show(app, auth, factory, store_with_cancellations):
     outsider = factory.user("store_manager", stores=[factory.store()])
     client = app.test_client()
-    login(client, email_of(app, outsider))
+    auth(outsider, client=client)
     page = client.get(f"/dashboard?period=7&store={store_with_cancellations['store']}")
     page = page.get_data(as_text=True)
     assert table(page, "store") == {} and table(page, "reason") == {}
     assert str(store_with_cancellations["first"]) not in table(page, "staff")
 
 
-def test_pending_approvals_and_the_manual_queue(app, factory, store_with_cancellations):
+def test_pending_approvals_and_the_manual_queue(app, auth, factory, store_with_cancellations):
     from models import ApprovalRequest, db
 
     data = store_with_cancellations
@@ -132,7 +126,7 @@ def test_pending_approvals_and_the_manual_queue(app, factory, store_with_cancell
         db.session.commit()
 
     client = app.test_client()
-    login(client, email_of(app, data["first"]))
+    auth(data["first"], client=client)
     page = client.get("/dashboard").get_data(as_text=True)
     assert re.search(r'data-testid="kpi-pending-approvals">2<', page)
     assert re.search(r'data-testid="kpi-manual">1<', page)
@@ -141,17 +135,18 @@ def test_pending_approvals_and_the_manual_queue(app, factory, store_with_cancell
 
     # A manager elsewhere counts none of these.
     other = app.test_client()
-    login(other, email_of(app, factory.user("store_manager", stores=[factory.store()])))
+    auth(role="store_manager", stores=[factory.store()], client=other)
     page = other.get("/dashboard").get_data(as_text=True)
     assert re.search(r'data-testid="kpi-pending-approvals">0<', page)
     assert re.search(r'data-testid="kpi-manual">0<', page)
 
 
-def test_the_dashboard_costs_a_fixed_number_of_queries(app, factory, store_with_cancellations):
+def test_the_dashboard_costs_a_fixed_number_of_queries(app, auth, factory,
+                                                       store_with_cancellations):
     from models import db
 
     client = app.test_client()
-    login(client, email_of(app, factory.user("admin")))
+    auth(role="admin", client=client)
     statements = []
 
     def count(*_args):
@@ -168,10 +163,10 @@ def test_the_dashboard_costs_a_fixed_number_of_queries(app, factory, store_with_
     assert len(statements) <= 20, len(statements)
 
 
-def test_without_the_chart_library_the_tables_remain(app, factory, store_with_cancellations,
+def test_without_the_chart_library_the_tables_remain(app, auth, factory, store_with_cancellations,
                                                     monkeypatch):
     client = app.test_client()
-    login(client, email_of(app, store_with_cancellations["first"]))
+    auth(store_with_cancellations["first"], client=client)
     monkeypatch.setattr(dashboard_module, "charts_available", lambda: False)
     page = client.get("/dashboard?period=7").get_data(as_text=True)
     assert 'data-testid="charts-unavailable"' in page
@@ -183,12 +178,12 @@ def test_without_the_chart_library_the_tables_remain(app, factory, store_with_ca
     assert 'data-testid="chart-reason"' in page and "/static/vendor/chart.umd.js" in page
 
 
-def test_oversight_panels_only_for_roles_that_may_see_them(app, factory):
+def test_oversight_panels_only_for_roles_that_may_see_them(app, auth, factory):
     store = factory.store()
     for role, sees in (("admin", True), ("store_manager", True), ("ops_engineer", True),
                        ("fulfillment", False), ("customer_service", False)):
         client = app.test_client()
-        login(client, email_of(app, factory.user(role, stores=[store])))
+        auth(role=role, stores=[store], client=client)
         page = client.get("/dashboard").get_data(as_text=True)
         assert ('data-testid="abuse-flags"' in page) is sees, role
         assert ('data-testid="compliance-form"' in page) is sees, role

@@ -10,15 +10,15 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import Factory, bearer, cancel, login
+from conftest import Factory, bearer, cancel
 
 HUGE = "99999999999999999999"
 
 
 @pytest.fixture
-def manager(app, factory):
+def manager(app, factory, auth):
     """A store manager signed in, with one order of their store cancelled today."""
-    from models import Order, Store, User, db
+    from models import Order, Store, db
 
     shop = factory.shop(role="store_manager")
     assert cancel(app.test_client(), shop["order_id"], shop["token"]).status_code == 200
@@ -26,9 +26,7 @@ def manager(app, factory):
         db.session.get(Store, shop["store_id"]).timezone = "Asia/Tokyo"  # east of UTC
         db.session.commit()
         number = db.session.get(Order, shop["order_id"]).number
-        email = db.session.get(User, shop["user_id"]).email
-    client = app.test_client()
-    assert login(client, email).status_code == 302
+    client = auth(shop["user_id"], client=app.test_client()).client
     return dict(shop, client=client, number=number)
 
 

@@ -9,16 +9,9 @@ import time
 import pytest
 
 from conftest import csrf_from
-from helpers import race
+from helpers import email_of, race
 
 ADDRESSES = (f"10.77.{n // 250}.{n % 250 + 1}" for n in itertools.count())
-
-
-def email_of(app, user_id):
-    from models import User, db
-
-    with app.app_context():
-        return db.session.get(User, user_id).email
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ from models import (
     Order,
     Refund,
     Setting,
-    StockLevel,
     User,
     db,
 )
@@ -29,22 +28,12 @@ from conftest import (
     bearer,
     cancel,
     csrf_from,
-    login,
     order_state,
     v2_cancel,
     v2_headers,
     wait_for,
 )
-
-
-def email_of(app, user_id):
-    with app.app_context():
-        return db.session.get(User, user_id).email
-
-
-def sign_in(app, client, user_id):
-    response = login(client, email_of(app, user_id))
-    assert response.status_code == 302, response.get_data(as_text=True)
+from helpers import queued_cancels, reserved
 
 
 def setting(app):
@@ -78,18 +67,12 @@ def effects(app, order_id):
                 "status": db.session.get(Order, order_id).status}
 
 
-def reserved(app, store_id, product_id):
-    with app.app_context():
-        return db.session.scalar(db.select(StockLevel.reserved).where(
-            StockLevel.store_id == store_id, StockLevel.product_id == product_id))
-
-
 # --- the switch ------------------------------------------------------------------------------
 
-def test_admin_switches_maintenance_in_the_panel_audited_and_the_banner_follows(app, client,
+def test_admin_switches_maintenance_in_the_panel_audited_and_the_banner_follows(app, client, auth,
                                                                                  factory):
     shop = factory.shop(role="admin")
-    sign_in(app, client, shop["user_id"])
+    auth(shop["user_id"])
     try:
         page = client.get("/admin/maintenance/")
         assert page.status_code == 200
@@ -148,9 +131,9 @@ def test_switching_to_the_state_it_is_in_changes_and_records_nothing(app, factor
 
 @pytest.mark.parametrize("role", ["store_manager", "fulfillment", "customer_service",
                                   "ops_engineer"])
-def test_only_admins_reach_the_switch(app, client, factory, role):
+def test_only_admins_reach_the_switch(app, client, auth, factory, role):
     user_id = factory.user(role, stores=[factory.store()])
-    sign_in(app, client, user_id)
+    auth(user_id)
     assert client.get("/admin/maintenance/").status_code == 403
     response = client.post("/admin/maintenance/", data={
         "turn": "on", "confirm": "y", "csrf_token": csrf_from(client.get("/"))})
@@ -164,12 +147,12 @@ def test_anonymous_users_are_sent_to_sign_in(client):
 
 
 @pytest.mark.filterwarnings("ignore:Yielding raw tuples from iter_choices:DeprecationWarning")
-def test_the_settings_table_does_not_switch_it_behind_the_queue(app, client, factory):
+def test_the_settings_table_does_not_switch_it_behind_the_queue(app, client, auth, factory):
     admin_id = factory.user("admin")
     with app.app_context():  # the row exists once it was ever switched
         Setting.put("maintenance_mode", False)
         db.session.commit()
-    sign_in(app, client, admin_id)
+    auth(admin_id)
     url = "/admin/settings/edit/?id=maintenance_mode"
     form = client.get(url).get_data(as_text=True)
     token = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)
@@ -234,11 +217,11 @@ def test_v2_cancel_is_queued_idempotently(app, client, factory, maintenance_mode
     assert without_audit(order_state(app, shop["order_id"])) == without_audit(before)
 
 
-def test_panel_cancel_is_queued_with_a_flash_and_a_notice_on_the_order(app, client, factory,
+def test_panel_cancel_is_queued_with_a_flash_and_a_notice_on_the_order(app, client, auth, factory,
                                                                        maintenance_mode):
     shop = factory.shop(role="store_manager")
     before = order_state(app, shop["order_id"])
-    sign_in(app, client, shop["user_id"])
+    auth(shop["user_id"])
     page = client.get(f"/orders/{shop['order_id']}")
 
     response = client.post(f"/orders/{shop['order_id']}/cancel", data={
@@ -286,7 +269,7 @@ def test_what_can_be_known_now_is_still_answered_at_once(app, client, factory,
             CancelJob.order_id.in_([order_id, elsewhere["order_id"]]))) == 0
 
 
-def test_approving_and_reinstating_wait_for_the_end_of_maintenance(app, client, factory,
+def test_approving_and_reinstating_wait_for_the_end_of_maintenance(app, client, auth, factory,
                                                                    maintenance_mode):
     store_id = factory.store()
     product_id = factory.product(1000)
@@ -322,7 +305,7 @@ def test_approving_and_reinstating_wait_for_the_end_of_maintenance(app, client, 
     assert effects(app, cancelled)["status"] == "cancelled"
 
     # The panel's approve button says why too.
-    sign_in(app, client, manager)
+    auth(manager)
     page = client.get("/approvals")
     response = client.post(f"/approvals/{approval_id}/approve", data={
         "csrf_token": csrf_from(page)}, follow_redirects=True)
@@ -341,7 +324,7 @@ def test_approving_and_reinstating_wait_for_the_end_of_maintenance(app, client, 
 
 # --- when it ends: processed by the worker, exactly once -------------------------------------
 
-def test_ending_maintenance_processes_the_queue_exactly_once(app, client, factory, worker,
+def test_ending_maintenance_processes_the_queue_exactly_once(app, client, auth, factory, worker,
                                                               maintenance_mode):
     store_id = factory.store()
     product_id = factory.product(2000)
@@ -361,7 +344,7 @@ def test_ending_maintenance_processes_the_queue_exactly_once(app, client, factor
 
     v1_job = cancel(client, via_v1, manager_t).json["job_id"]
     v2_job = v2_cancel(client, via_v2, ops_t).json["job_id"]
-    sign_in(app, client, manager)
+    auth(manager)
     page = client.get(f"/orders/{via_panel}")
     client.post(f"/orders/{via_panel}/cancel", data={
         "csrf_token": csrf_from(page), "reason": "inventory_issues", "version": "1"})
@@ -430,12 +413,8 @@ def test_a_job_is_only_shown_to_its_requester_and_admins(app, client, factory,
 
 def test_two_releasers_at_once_run_each_job_once(app, client, factory, worker,
                                                  maintenance_mode):
-    store_id = factory.store()
-    product_id = factory.product(1500)
-    factory.stock(store_id, product_id, on_hand=100)
-    token = factory.token(factory.user("store_manager", stores=[store_id]))
-    orders = [factory.order(store_id, [(product_id, 1, 1500)]) for _ in range(6)]
-    job_ids = [cancel(client, order_id, token).json["job_id"] for order_id in orders]
+    shop, orders, job_ids = queued_cancels(client, factory, 6)
+    store_id, product_id = shop["store_id"], shop["product_id"]
 
     with app.app_context():  # off without the message to the workers: we release ourselves
         Setting.put("maintenance_mode", False)

@@ -18,6 +18,7 @@ import uuid
 import pytest
 
 from conftest import ROOT, Worker, free_port, login, wait_for
+from helpers import email_of
 
 
 @pytest.fixture
@@ -102,10 +103,7 @@ def test_log_lines_carry_request_user_and_order(build_app, factory):
     try:
         user_id = factory.user("admin")
         client = probe_app.test_client()
-        from models import User, db
-        with probe_app.app_context():
-            email = db.session.get(User, user_id).email
-        login(client, email)
+        login(client, email_of(probe_app, user_id))
         response = client.get("/orders/4242/log-probe", headers={"X-Request-ID": "probe-req-1"})
         assert response.status_code == 200
     finally:

@@ -8,14 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from conftest import bearer, cancel, csrf_from, login
-
-
-def email_of(app, user_id):
-    from models import User, db
-
-    with app.app_context():
-        return db.session.get(User, user_id).email
+from conftest import bearer, cancel, csrf_from
+from helpers import email_of
 
 
 def flags_of(app, user_id):
@@ -40,7 +34,7 @@ def make_orders(factory, store, product, count):
 
 
 def test_too_many_cancellations_in_an_hour_raise_a_flag_that_never_blocks(
-        app, client, factory, setting):
+        app, client, auth, factory, setting):
     setting("abuse_cancels_per_hour", 2)
     store = factory.store()
     product = factory.product(1000)
@@ -67,7 +61,7 @@ def test_too_many_cancellations_in_an_hour_raise_a_flag_that_never_blocks(
 
     # Shown on the dashboard of the store's manager and of an admin.
     panel = app.test_client()
-    login(panel, email_of(app, manager))
+    auth(manager, client=panel)
     page = panel.get("/dashboard").get_data(as_text=True)
     assert f'data-flag-id="{flag_id}"' in page and "4 cancellations in the last hour" in page
     assert f'data-testid="acknowledge-{flag_id}"' not in page  # managers do not acknowledge
@@ -76,7 +70,7 @@ def test_too_many_cancellations_in_an_hour_raise_a_flag_that_never_blocks(
     assert response.status_code == 403
 
     admin = app.test_client()
-    login(admin, email_of(app, factory.user("admin")))
+    auth(role="admin", client=admin)
     page = admin.get("/dashboard")
     assert f'data-testid="acknowledge-{flag_id}"' in page.get_data(as_text=True)
     # Without the CSRF token nothing happens.
@@ -100,7 +94,7 @@ def test_too_many_cancellations_in_an_hour_raise_a_flag_that_never_blocks(
 
     # Other stores' managers do not see it.
     outsider = app.test_client()
-    login(outsider, email_of(app, factory.user("store_manager", stores=[factory.store()])))
+    auth(role="store_manager", stores=[factory.store()], client=outsider)
     assert f'data-flag-id="{flag_id}"' not in outsider.get("/dashboard").get_data(as_text=True)
 
 
@@ -164,7 +158,7 @@ def test_the_outlier_check_flags_the_same_however_the_others_are_counted(
         == ([("store_outlier", 4)] if flagged else [])
 
 
-def test_compliance_report_lists_the_voided_lines_of_a_store_day(app, client, factory):
+def test_compliance_report_lists_the_voided_lines_of_a_store_day(app, client, auth, factory):
     from models import Order, Store, db
 
     store = factory.store()
@@ -186,7 +180,7 @@ def test_compliance_report_lists_the_voided_lines_of_a_store_day(app, client, fa
         kept_number = db.session.get(Order, kept).number
 
     panel = app.test_client()
-    login(panel, email_of(app, manager))
+    auth(manager, client=panel)
     response = panel.get(f"/audit/compliance.csv?store={store}&date={local_day}")
     assert response.status_code == 200 and response.is_streamed
     assert response.mimetype == "text/csv"

@@ -8,17 +8,7 @@ from cancellation.adapters import set_failures
 from models import ApprovalRequest, Order, Refund, StockLevel, User, db, utcnow
 
 from conftest import csrf_from, login, wait_for
-
-
-def email_of(app, user_id):
-    with app.app_context():
-        return db.session.get(User, user_id).email
-
-
-def sign_in(app, client, user_id):
-    response = login(client, email_of(app, user_id))
-    assert response.status_code == 302, response.get_data(as_text=True)
-    return response
+from helpers import email_of, reserved, text_of
 
 
 def order_row(app, order_id):
@@ -27,28 +17,18 @@ def order_row(app, order_id):
         return {"status": order.status, "version": order.version, "number": order.number}
 
 
-def reserved(app, store_id, product_id):
-    with app.app_context():
-        return db.session.scalar(db.select(StockLevel.reserved).where(
-            StockLevel.store_id == store_id, StockLevel.product_id == product_id))
-
-
 def post_cancel(client, order_id, *, token, version=1, **fields):
     data = {"csrf_token": token, "reason": "inventory_issues", "notify_customer": "y",
             "version": str(version), **fields}
     return client.post(f"/orders/{order_id}/cancel", data=data)
 
 
-def text_of(response):
-    return response.get_data(as_text=True)
-
-
 # --- sign-in ---------------------------------------------------------------------------------
 
-def test_login_and_logout(app, client, factory):
+def test_login_and_logout(app, client, auth, factory):
     shop = factory.shop(role="store_manager")
     assert client.get("/").status_code == 302  # anonymous: to the login page
-    response = sign_in(app, client, shop["user_id"])
+    response = auth(shop["user_id"]).response
     assert response.headers["Location"] == "/dashboard"  # the landing page
     page = client.get("/")
     assert page.status_code == 200
@@ -79,10 +59,10 @@ def test_login_next_is_never_an_open_redirect(app, client, factory):
 
 # --- list ------------------------------------------------------------------------------------
 
-def test_list_shows_only_own_store_orders(app, client, factory):
+def test_list_shows_only_own_store_orders(app, client, auth, factory):
     mine = factory.shop(role="store_manager")
     theirs = factory.shop(role="store_manager")
-    sign_in(app, client, mine["user_id"])
+    auth(mine["user_id"])
     page = text_of(client.get("/"))
     assert order_row(app, mine["order_id"])["number"] in page
     assert order_row(app, theirs["order_id"])["number"] not in page
@@ -91,7 +71,7 @@ def test_list_shows_only_own_store_orders(app, client, factory):
     assert order_row(app, theirs["order_id"])["number"] not in page
 
 
-def test_list_search_and_filters(app, client, factory):
+def test_list_search_and_filters(app, client, auth, factory):
     store = factory.store()
     product = factory.product()
     factory.stock(store, product)
@@ -104,7 +84,7 @@ def test_list_search_and_filters(app, client, factory):
     new_on_hold = factory.order(store, [(product, 1, 1000)], status="on_hold")
     completed = factory.order(store, [(product, 1, 1000)], status="completed")
     user = factory.user("store_manager", stores=[store])
-    sign_in(app, client, user)
+    auth(user)
     numbers = {oid: order_row(app, oid)["number"] for oid in (old_pending, new_on_hold,
                                                                completed)}
 
@@ -136,13 +116,13 @@ def test_list_search_and_filters(app, client, factory):
     assert client.get("/?status=bogus&store=x&from=yesterday&page=-4").status_code == 200
 
 
-def test_list_store_filter_and_pagination_for_admin(app, client, factory):
+def test_list_store_filter_and_pagination_for_admin(app, client, auth, factory):
     store_a, store_b = factory.store(), factory.store()
     product = factory.product()
     a_orders = [factory.order(store_a, [(product, 1, 500)]) for _ in range(3)]
     b_order = factory.order(store_b, [(product, 1, 500)])
     admin = factory.user("admin")
-    sign_in(app, client, admin)
+    auth(admin)
     page = text_of(client.get("/", query_string={"store": store_a}))
     assert order_row(app, b_order)["number"] not in page
     assert all(order_row(app, o)["number"] in page for o in a_orders)
@@ -156,10 +136,10 @@ def test_list_store_filter_and_pagination_for_admin(app, client, factory):
         app.config["ORDERS_PER_PAGE"] = 25
 
 
-def test_row_menu_offers_cancel_only_when_allowed(app, client, factory):
+def test_row_menu_offers_cancel_only_when_allowed(app, client, auth, factory):
     shop = factory.shop(role="store_manager")
     done = factory.order(shop["store_id"], [(shop["product_id"], 1, 100)], status="completed")
-    sign_in(app, client, shop["user_id"])
+    auth(shop["user_id"])
     page = text_of(client.get("/"))
     assert f'/orders/{shop["order_id"]}/cancel?next=' in page
     assert f"/orders/{done}/cancel?next=" not in page
@@ -168,9 +148,9 @@ def test_row_menu_offers_cancel_only_when_allowed(app, client, factory):
 
 # --- detail ----------------------------------------------------------------------------------
 
-def test_detail_renders_and_masks_contact(app, client, factory):
+def test_detail_renders_and_masks_contact(app, client, auth, factory):
     shop = factory.shop(role="fulfillment")
-    sign_in(app, client, shop["user_id"])
+    auth(shop["user_id"])
     response = client.get(f"/orders/{shop['order_id']}")
     page = text_of(response)
     assert response.status_code == 200
@@ -181,18 +161,17 @@ def test_detail_renders_and_masks_contact(app, client, factory):
     assert "+1 555 010 2000" not in page
 
 
-def test_detail_shows_contact_to_roles_that_need_it(app, client, factory):
+def test_detail_shows_contact_to_roles_that_need_it(app, client, auth, factory):
     shop = factory.shop(role="customer_service")
-    sign_in(app, client, shop["user_id"])
+    auth(shop["user_id"])
     page = text_of(client.get(f"/orders/{shop['order_id']}"))
     assert "+1 555 010 2000" in page
 
 
-def test_other_stores_order_is_404(app, client, factory):
+def test_other_stores_order_is_404(app, client, auth, factory):
     mine = factory.shop(role="store_manager")
     theirs = factory.shop(role="store_manager")
-    sign_in(app, client, mine["user_id"])
-    token = csrf_from(client.get("/"))
+    token = auth(mine["user_id"]).csrf()
     assert client.get(f"/orders/{theirs['order_id']}").status_code == 404
     assert client.get(f"/orders/{theirs['order_id']}/cancel").status_code == 404
     assert post_cancel(client, theirs["order_id"], token=token).status_code == 404
@@ -203,10 +182,10 @@ def test_other_stores_order_is_404(app, client, factory):
 
 # --- cancel ----------------------------------------------------------------------------------
 
-def test_cancel_through_the_form(app, client, factory):
+def test_cancel_through_the_form(app, client, auth, factory):
     shop = factory.shop(role="store_manager")
     assert reserved(app, shop["store_id"], shop["product_id"]) == 2
-    sign_in(app, client, shop["user_id"])
+    auth(shop["user_id"])
     page = client.get(f"/orders/{shop['order_id']}")
     response = post_cancel(client, shop["order_id"], token=csrf_from(page),
                            notes="Batch failed QA", next=f"/orders/{shop['order_id']}")
@@ -223,9 +202,9 @@ def test_cancel_through_the_form(app, client, factory):
     assert reserved(app, shop["store_id"], shop["product_id"]) == 0
 
 
-def test_cancel_from_the_list_returns_to_the_filtered_list(app, client, factory):
+def test_cancel_from_the_list_returns_to_the_filtered_list(app, client, auth, factory):
     shop = factory.shop(role="store_manager")
-    sign_in(app, client, shop["user_id"])
+    auth(shop["user_id"])
     page = client.get("/?status=pending")
     response = post_cancel(client, shop["order_id"], token=csrf_from(page),
                            next="/?status=pending")
@@ -236,9 +215,9 @@ def test_cancel_from_the_list_returns_to_the_filtered_list(app, client, factory)
     assert response.headers["Location"] == "/dashboard"  # safe_next's fallback: the landing page
 
 
-def test_cancel_without_csrf_token_is_rejected(app, client, factory):
+def test_cancel_without_csrf_token_is_rejected(app, client, auth, factory):
     shop = factory.shop(role="store_manager")
-    sign_in(app, client, shop["user_id"])
+    auth(shop["user_id"])
     response = client.post(f"/orders/{shop['order_id']}/cancel",
                            data={"reason": "inventory_issues", "version": "1"})
     assert response.status_code == 400
@@ -246,10 +225,9 @@ def test_cancel_without_csrf_token_is_rejected(app, client, factory):
     assert reserved(app, shop["store_id"], shop["product_id"]) == 2
 
 
-def test_customer_requested_needs_contact_and_time(app, client, factory):
+def test_customer_requested_needs_contact_and_time(app, client, auth, factory):
     shop = factory.shop(role="customer_service")
-    sign_in(app, client, shop["user_id"])
-    token = csrf_from(client.get(f"/orders/{shop['order_id']}"))
+    token = auth(shop["user_id"]).csrf(f"/orders/{shop['order_id']}")
     response = post_cancel(client, shop["order_id"], token=token, reason="customer_requested",
                            requested_at="")
     page = text_of(response)
@@ -271,10 +249,9 @@ def test_customer_requested_needs_contact_and_time(app, client, factory):
         assert cancellation.requested_at.isoformat() == "2024-01-02T17:30:00"
 
 
-def test_in_progress_order_needs_the_second_confirmation(app, client, factory):
+def test_in_progress_order_needs_the_second_confirmation(app, client, auth, factory):
     shop = factory.shop(role="store_manager", status="in_progress")
-    sign_in(app, client, shop["user_id"])
-    token = csrf_from(client.get(f"/orders/{shop['order_id']}"))
+    token = auth(shop["user_id"]).csrf(f"/orders/{shop['order_id']}")
     response = post_cancel(client, shop["order_id"], token=token)
     assert response.status_code == 400
     assert "Fulfillment has started" in text_of(response)
@@ -285,10 +262,9 @@ def test_in_progress_order_needs_the_second_confirmation(app, client, factory):
     assert order_row(app, shop["order_id"])["status"] == "cancelled"
 
 
-def test_stale_version_offers_a_refresh(app, client, factory):
+def test_stale_version_offers_a_refresh(app, client, auth, factory):
     shop = factory.shop(role="store_manager")
-    sign_in(app, client, shop["user_id"])
-    token = csrf_from(client.get(f"/orders/{shop['order_id']}"))
+    token = auth(shop["user_id"]).csrf(f"/orders/{shop['order_id']}")
     response = post_cancel(client, shop["order_id"], token=token, version=7)
     assert response.status_code == 302
     page = text_of(client.get(response.headers["Location"]))
@@ -299,20 +275,18 @@ def test_stale_version_offers_a_refresh(app, client, factory):
     assert order_row(app, shop["order_id"])["status"] == "pending"
 
 
-def test_blocker_is_reported(app, client, factory):
+def test_blocker_is_reported(app, client, auth, factory):
     shop = factory.shop(role="store_manager", billing_hold=True)
-    sign_in(app, client, shop["user_id"])
-    token = csrf_from(client.get(f"/orders/{shop['order_id']}"))
+    token = auth(shop["user_id"]).csrf(f"/orders/{shop['order_id']}")
     response = post_cancel(client, shop["order_id"], token=token)
     page = text_of(client.get(response.headers["Location"]))
     assert "alert-danger" in page and "billing hold" in page.lower()
     assert order_row(app, shop["order_id"])["status"] == "pending"
 
 
-def test_approval_required_files_a_request(app, client, factory):
+def test_approval_required_files_a_request(app, client, auth, factory):
     shop = factory.shop(role="fulfillment", status="on_hold")
-    sign_in(app, client, shop["user_id"])
-    token = csrf_from(client.get(f"/orders/{shop['order_id']}"))
+    token = auth(shop["user_id"]).csrf(f"/orders/{shop['order_id']}")
     response = post_cancel(client, shop["order_id"], token=token)
     page = text_of(client.get(response.headers["Location"]))
     with app.app_context():
@@ -323,9 +297,9 @@ def test_approval_required_files_a_request(app, client, factory):
     assert order_row(app, shop["order_id"])["status"] == "on_hold"
 
 
-def test_full_page_cancel_form_works_without_javascript(app, client, factory):
+def test_full_page_cancel_form_works_without_javascript(app, client, auth, factory):
     shop = factory.shop(role="store_manager", series_id="S-panel-1")
-    sign_in(app, client, shop["user_id"])
+    auth(shop["user_id"])
     page = client.get(f"/orders/{shop['order_id']}/cancel")
     assert page.status_code == 200
     assert "This and all future orders of the series" in text_of(page)
@@ -337,13 +311,12 @@ def test_full_page_cancel_form_works_without_javascript(app, client, factory):
 
 # --- manual handling -------------------------------------------------------------------------
 
-def test_return_items_to_stock_after_missing_stock_row(app, client, factory):
+def test_return_items_to_stock_after_missing_stock_row(app, client, auth, factory):
     store = factory.store()
     product = factory.product()  # no stock row at this store
     order_id = factory.order(store, [(product, 3, 1000)])
     manager = factory.user("store_manager", stores=[store])
-    sign_in(app, client, manager)
-    token = csrf_from(client.get(f"/orders/{order_id}"))
+    token = auth(manager).csrf(f"/orders/{order_id}")
     post_cancel(client, order_id, token=token)
     page = text_of(client.get(f"/orders/{order_id}"))
     assert "Needs manual handling" in page and "Return items to stock" in page
@@ -358,21 +331,19 @@ def test_return_items_to_stock_after_missing_stock_row(app, client, factory):
         assert stock.on_hand == 3
 
 
-def test_manual_actions_require_their_capability(app, client, factory):
+def test_manual_actions_require_their_capability(app, client, auth, factory):
     shop = factory.shop(role="fulfillment")
-    sign_in(app, client, shop["user_id"])
-    token = csrf_from(client.get("/"))
+    token = auth(shop["user_id"]).csrf()
     assert client.post(f"/orders/{shop['order_id']}/return-stock",
                        data={"csrf_token": token}).status_code == 403
     assert client.post(f"/orders/{shop['order_id']}/refund",
                        data={"csrf_token": token}).status_code == 403
 
 
-def test_retry_refund_button(app, client, factory, worker):
+def test_retry_refund_button(app, client, auth, factory, worker):
     """A refund the gateway keeps declining shows its error and a retry button that works."""
     shop = factory.shop(role="store_manager")
-    sign_in(app, client, shop["user_id"])
-    token = csrf_from(client.get(f"/orders/{shop['order_id']}"))
+    token = auth(shop["user_id"]).csrf(f"/orders/{shop['order_id']}")
     with app.app_context():
         set_failures("refund", -1)
     try:
@@ -407,25 +378,25 @@ def test_retry_refund_button(app, client, factory, worker):
 
 # --- mailbox and admin -----------------------------------------------------------------------
 
-def test_mailbox_is_admin_only(app, client, factory):
+def test_mailbox_is_admin_only(app, client, auth, factory):
     manager = factory.shop(role="store_manager")
-    sign_in(app, client, manager["user_id"])
+    auth(manager["user_id"])
     assert client.get("/mailbox").status_code == 403
     assert "Mailbox" not in text_of(client.get("/"))
 
     admin_client = app.test_client()
-    sign_in(app, admin_client, factory.user("admin"))
+    auth(role="admin", client=admin_client)
     page = admin_client.get("/mailbox")
     assert page.status_code == 200 and "simulated mail relay" in text_of(page)
 
 
-def test_admin_is_for_admins_only(app, client, factory):
+def test_admin_is_for_admins_only(app, client, auth, factory):
     response = client.get("/admin/")
     assert response.status_code == 302 and "/login?next=/admin/" in response.headers["Location"]
     assert client.get("/admin/users/").status_code == 302
 
     shop = factory.shop(role="store_manager")
-    sign_in(app, client, shop["user_id"])
+    auth(shop["user_id"])
     for path in ("/admin/", "/admin/users/", "/admin/stores/", "/admin/products/",
                  "/admin/stock/", "/admin/settings/"):
         assert client.get(path).status_code == 403, path
@@ -435,9 +406,9 @@ def test_admin_is_for_admins_only(app, client, factory):
 # deprecates; that is inside the library, not ours.
 @pytest.mark.filterwarnings("ignore:Yielding raw tuples from iter_choices:DeprecationWarning")
 @pytest.mark.parametrize("with_token", [True, False])
-def test_admin_creates_user_with_password(app, client, factory, with_token):
+def test_admin_creates_user_with_password(app, client, auth, factory, with_token):
     store = factory.store()
-    sign_in(app, client, factory.user("admin"))
+    auth(role="admin")
     page = client.get("/admin/users/new/")
     assert page.status_code == 200
     assert "password_hash" not in text_of(page)
@@ -461,13 +432,13 @@ def test_admin_creates_user_with_password(app, client, factory, with_token):
 
 
 @pytest.mark.filterwarnings("ignore:Yielding raw tuples from iter_choices:DeprecationWarning")
-def test_admin_edits_are_audited_and_admins_cannot_lock_themselves_out(app, client, factory):
+def test_admin_edits_are_audited_and_admins_cannot_lock_themselves_out(app, client, auth, factory):
     from models import AuditEvent
 
     store = factory.store()
     admin_id = factory.user("admin")
     clerk = factory.user("fulfillment", stores=[store])
-    sign_in(app, client, admin_id)
+    auth(admin_id)
 
     def save(user_id, **changes):
         page = text_of(client.get(f"/admin/users/edit/?id={user_id}"))

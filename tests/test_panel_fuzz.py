@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
 from conftest import Factory, csrf_from, login
+from helpers import email_of
 
 MAX_EXAMPLES = 30
 FUZZ = settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
@@ -91,11 +92,7 @@ def panel(app):
     clients = {}
     for name, user_id in (("admin", admin), ("manager", manager), ("clerk", clerk)):
         client = app.test_client()
-        from models import User, db
-
-        with app.app_context():
-            email = db.session.get(User, user_id).email
-        assert login(client, email).status_code == 302
+        assert login(client, email_of(app, user_id)).status_code == 302
         clients[name] = client
     # An approval request, filed by the clerk (in_progress needs approval).
     page = clients["clerk"].get(f"/orders/{orders[2]}/cancel")

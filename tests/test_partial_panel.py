@@ -5,20 +5,10 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from models import ApprovalRequest, Order, OrderItem, StockLevel, User, db
+from models import ApprovalRequest, Order, OrderItem, StockLevel, db
 
-from conftest import csrf_from, login
-
-
-def sign_in(app, client, user_id):
-    with app.app_context():
-        email = db.session.get(User, user_id).email
-    response = login(client, email)
-    assert response.status_code == 302, response.get_data(as_text=True)
-
-
-def text_of(response):
-    return response.get_data(as_text=True)
+from conftest import csrf_from
+from helpers import text_of
 
 
 def items_of(app, order_id):
@@ -56,8 +46,8 @@ def post_modify(client, order_id, *, token, version=1, quantities=(), **fields):
     return client.post(f"/orders/{order_id}/modify", data=data)
 
 
-def open_detail(app, client, shop):
-    sign_in(app, client, shop["user_id"])
+def open_detail(auth, shop):
+    client = auth(shop["user_id"]).client
     page = client.get(f"/orders/{shop['order_id']}")
     assert page.status_code == 200
     return page
@@ -65,9 +55,9 @@ def open_detail(app, client, shop):
 
 # --- the dialog ------------------------------------------------------------------------------
 
-def test_detail_page_offers_modify_order_with_one_input_per_open_item(app, client, factory):
+def test_detail_page_offers_modify_order_with_one_input_per_open_item(app, client, auth, factory):
     shop = two_item_shop(app, factory)
-    page = text_of(open_detail(app, client, shop))
+    page = text_of(open_detail(auth, shop))
 
     assert 'data-testid="modify-order"' in page and "Modify Order" in page
     assert 'id="modify-order-modal"' in page
@@ -79,10 +69,9 @@ def test_detail_page_offers_modify_order_with_one_input_per_open_item(app, clien
         'id="modify-order-modal"')[1]
 
 
-def test_no_modify_order_for_cancelled_orders_or_without_open_items(app, client, factory):
+def test_no_modify_order_for_cancelled_orders_or_without_open_items(app, client, auth, factory):
     shop = two_item_shop(app, factory)
-    sign_in(app, client, shop["user_id"])
-    token = csrf_from(client.get(f"/orders/{shop['order_id']}"))
+    token = auth(shop["user_id"]).csrf(f"/orders/{shop['order_id']}")
     response = post_modify(client, shop["order_id"], token=token,
                            quantities=[(shop["item_a"], 3), (shop["item_b"], 2)])
     assert response.status_code == 302
@@ -92,10 +81,10 @@ def test_no_modify_order_for_cancelled_orders_or_without_open_items(app, client,
     assert 'data-testid="modify-order"' not in text_of(client.get(f"/orders/{completed}"))
 
 
-def test_modify_through_the_form_cancels_the_items_and_flashes_what_happened(app, client,
+def test_modify_through_the_form_cancels_the_items_and_flashes_what_happened(app, client, auth,
                                                                            factory):
     shop = two_item_shop(app, factory)
-    token = csrf_from(open_detail(app, client, shop))
+    token = csrf_from(open_detail(auth, shop))
 
     response = post_modify(client, shop["order_id"], token=token,
                            quantities=[(shop["item_a"], 2), (shop["item_b"], 0)],
@@ -115,9 +104,9 @@ def test_modify_through_the_form_cancels_the_items_and_flashes_what_happened(app
         assert (stock.on_hand, stock.reserved) == (30, 1)
 
 
-def test_the_last_items_cancel_the_order(app, client, factory):
+def test_the_last_items_cancel_the_order(app, client, auth, factory):
     shop = two_item_shop(app, factory)
-    token = csrf_from(open_detail(app, client, shop))
+    token = csrf_from(open_detail(auth, shop))
     post_modify(client, shop["order_id"], token=token, quantities=[(shop["item_b"], 2)])
     response = post_modify(client, shop["order_id"], token=token, version=2,
                            quantities=[(shop["item_a"], 3)])
@@ -127,9 +116,9 @@ def test_the_last_items_cancel_the_order(app, client, factory):
                                                 "total": 0, "refunded": 8800}
 
 
-def test_without_csrf_token_nothing_happens(app, client, factory):
+def test_without_csrf_token_nothing_happens(app, client, auth, factory):
     shop = two_item_shop(app, factory)
-    open_detail(app, client, shop)
+    open_detail(auth, shop)
     response = post_modify(client, shop["order_id"], token="forged",
                            quantities=[(shop["item_a"], 1)])
     assert response.status_code == 400
@@ -138,9 +127,9 @@ def test_without_csrf_token_nothing_happens(app, client, factory):
 
 # --- errors: shown clearly, nothing changed --------------------------------------------------
 
-def test_too_many_is_shown_on_the_line_and_nothing_changes(app, client, factory):
+def test_too_many_is_shown_on_the_line_and_nothing_changes(app, client, auth, factory):
     shop = two_item_shop(app, factory)
-    token = csrf_from(open_detail(app, client, shop))
+    token = csrf_from(open_detail(auth, shop))
     before = order_row(app, shop["order_id"])
 
     response = post_modify(client, shop["order_id"], token=token,
@@ -156,9 +145,9 @@ def test_too_many_is_shown_on_the_line_and_nothing_changes(app, client, factory)
     assert order_row(app, shop["order_id"]) == before
 
 
-def test_not_a_number_and_nothing_chosen_are_refused(app, client, factory):
+def test_not_a_number_and_nothing_chosen_are_refused(app, client, auth, factory):
     shop = two_item_shop(app, factory)
-    token = csrf_from(open_detail(app, client, shop))
+    token = csrf_from(open_detail(auth, shop))
     garbage = post_modify(client, shop["order_id"], token=token,
                           quantities=[(shop["item_a"], "two")])
     assert garbage.status_code == 400 and "Enter a whole number." in text_of(garbage)
@@ -172,9 +161,9 @@ def test_not_a_number_and_nothing_chosen_are_refused(app, client, factory):
     assert order_row(app, shop["order_id"])["version"] == 1
 
 
-def test_stale_version_offers_a_refresh_and_changes_nothing(app, client, factory):
+def test_stale_version_offers_a_refresh_and_changes_nothing(app, client, auth, factory):
     shop = two_item_shop(app, factory)
-    token = csrf_from(open_detail(app, client, shop))
+    token = csrf_from(open_detail(auth, shop))
     response = post_modify(client, shop["order_id"], token=token, version=5,
                            quantities=[(shop["item_a"], 1)])
     assert response.status_code == 302
@@ -185,9 +174,9 @@ def test_stale_version_offers_a_refresh_and_changes_nothing(app, client, factory
     assert items_of(app, shop["order_id"])[0][2] == 0
 
 
-def test_blocker_is_reported(app, client, factory):
+def test_blocker_is_reported(app, client, auth, factory):
     shop = two_item_shop(app, factory, billing_hold=True)
-    token = csrf_from(open_detail(app, client, shop))
+    token = csrf_from(open_detail(auth, shop))
     response = post_modify(client, shop["order_id"], token=token,
                            quantities=[(shop["item_a"], 1)])
     page = text_of(client.get(response.headers["Location"]))
@@ -195,9 +184,9 @@ def test_blocker_is_reported(app, client, factory):
     assert order_row(app, shop["order_id"])["version"] == 1
 
 
-def test_in_progress_order_needs_the_confirmation(app, client, factory):
+def test_in_progress_order_needs_the_confirmation(app, client, auth, factory):
     shop = two_item_shop(app, factory, status="in_progress")
-    token = csrf_from(open_detail(app, client, shop))
+    token = csrf_from(open_detail(auth, shop))
     response = post_modify(client, shop["order_id"], token=token,
                            quantities=[(shop["item_a"], 1)])
     assert response.status_code == 400 and "Fulfillment has started" in text_of(response)
@@ -208,9 +197,9 @@ def test_in_progress_order_needs_the_confirmation(app, client, factory):
     assert items_of(app, shop["order_id"])[0][2] == 1
 
 
-def test_customer_requested_needs_the_contact(app, client, factory):
+def test_customer_requested_needs_the_contact(app, client, auth, factory):
     shop = two_item_shop(app, factory, role="customer_service")
-    page = open_detail(app, client, shop)
+    page = open_detail(auth, shop)
     dialog = text_of(page).split('id="modify-order-modal"')[1]
     assert re.search(r'<option selected value="customer_requested">', dialog)
     response = post_modify(client, shop["order_id"], token=csrf_from(page),
@@ -229,9 +218,9 @@ def test_customer_requested_needs_the_contact(app, client, factory):
 
 # --- approval: the dialog becomes the approval request form ----------------------------------
 
-def test_approval_required_turns_the_dialog_into_the_request_form(app, client, factory):
+def test_approval_required_turns_the_dialog_into_the_request_form(app, client, auth, factory):
     shop = two_item_shop(app, factory, role="fulfillment", status="on_hold")
-    page = open_detail(app, client, shop)
+    page = open_detail(auth, shop)
     dialog = text_of(page).split('id="modify-order-modal"')[1]
     assert "Request approval to remove items from order" in dialog
     assert "Submit Approval Request" in dialog and 'name="justification"' in dialog
@@ -260,9 +249,9 @@ def test_approval_required_turns_the_dialog_into_the_request_form(app, client, f
     assert items_of(app, shop["order_id"])[1][2] == 0  # nothing cancelled yet
 
 
-def test_asking_for_approval_when_none_is_needed_changes_nothing(app, client, factory):
+def test_asking_for_approval_when_none_is_needed_changes_nothing(app, client, auth, factory):
     shop = two_item_shop(app, factory)
-    token = csrf_from(open_detail(app, client, shop))
+    token = csrf_from(open_detail(auth, shop))
     response = post_modify(client, shop["order_id"], token=token, mode="approval",
                            justification="please", quantities=[(shop["item_a"], 1)])
     page = text_of(client.get(response.headers["Location"]))
@@ -272,9 +261,9 @@ def test_asking_for_approval_when_none_is_needed_changes_nothing(app, client, fa
 
 # --- the page and the live summary -----------------------------------------------------------
 
-def test_modify_page_works_without_javascript(app, client, factory):
+def test_modify_page_works_without_javascript(app, client, auth, factory):
     shop = two_item_shop(app, factory)
-    sign_in(app, client, shop["user_id"])
+    auth(shop["user_id"])
     page = client.get(f"/orders/{shop['order_id']}/modify")
     assert page.status_code == 200
     assert "Remove items" in text_of(page) and f'name="qty-{shop["item_b"]}"' in text_of(page)
@@ -284,9 +273,9 @@ def test_modify_page_works_without_javascript(app, client, factory):
     assert items_of(app, shop["order_id"])[1][2] == 1
 
 
-def test_preview_is_the_servers_summary_and_changes_nothing(app, client, factory):
+def test_preview_is_the_servers_summary_and_changes_nothing(app, client, auth, factory):
     shop = two_item_shop(app, factory)
-    open_detail(app, client, shop)
+    open_detail(auth, shop)
     url = f"/orders/{shop['order_id']}/modify/preview"
 
     answer = client.get(url, query_string={f"qty-{shop['item_a']}": "1",
@@ -312,10 +301,10 @@ def test_preview_is_the_servers_summary_and_changes_nothing(app, client, factory
         assert db.session.get(OrderItem, shop["item_a"]).cancelled_quantity == 0
 
 
-def test_preview_of_another_stores_order_is_404(app, client, factory):
+def test_preview_of_another_stores_order_is_404(app, client, auth, factory):
     shop = two_item_shop(app, factory)
     outsider = factory.user("store_manager", stores=[factory.store()])
-    sign_in(app, client, outsider)
+    auth(outsider)
     assert client.get(f"/orders/{shop['order_id']}/modify/preview").status_code == 404
     assert client.get(f"/orders/{shop['order_id']}/modify").status_code == 404
     token = csrf_from(client.get("/"))
@@ -369,11 +358,11 @@ def test_modify_dialog_in_the_browser(app, factory, live_server, page):
     shot(page, "partial-done")
 
 
-def test_cancel_and_modify_forms_ask_the_same_customer_request_fields(app, client, factory):
+def test_cancel_and_modify_forms_ask_the_same_customer_request_fields(app, client, auth, factory):
     """One macro renders both: same names, `<mode>-<field>` ids, the store's time zone, and
     the hooks app.js uses (shown and required only for "Customer requested")."""
     shop = two_item_shop(app, factory)
-    page = text_of(open_detail(app, client, shop))
+    page = text_of(open_detail(auth, shop))
     with app.app_context():
         timezone = db.session.get(Order, shop["order_id"]).store.timezone
     fieldsets = re.findall(r'<fieldset class="customer-request[^"]*".*?</fieldset>', page, re.S)

@@ -9,6 +9,7 @@ import tomllib
 import pytest
 
 from conftest import ROOT, bearer, login
+from helpers import email_of
 
 FORWARDED = "203.0.113.77"
 
@@ -73,9 +74,7 @@ def test_login_throttle_counts_each_client_behind_the_proxy(build_app, factory):
 
     guesser, colleague = "198.51.100.21", "198.51.100.22"
     user_id = factory.user("customer_service")
-    with behind_proxy.app_context():
-        from models import User, db
-        email = db.session.get(User, user_id).email
+    email = email_of(behind_proxy, user_id)
     try:
         for _ in range(3):
             client = behind_proxy.test_client()
@@ -110,8 +109,8 @@ def test_pages_and_api_answers_carry_a_policy_without_inline_script(client, fact
         assert response.headers["X-Content-Type-Options"] == "nosniff"
 
 
-def test_only_flask_admin_pages_allow_inline_code(app, client, factory):
-    login(client, _email(app, factory.user("admin")))
+def test_only_flask_admin_pages_allow_inline_code(app, client, auth, factory):
+    auth(role="admin")
     admin_page = client.get("/admin/users/")
     assert admin_page.status_code == 200
     policy = _directives(admin_page.headers["Content-Security-Policy"])
@@ -123,16 +122,9 @@ def test_only_flask_admin_pages_allow_inline_code(app, client, factory):
         "Content-Security-Policy"]
 
 
-def _email(app, user_id):
-    from models import User, db
-
-    with app.app_context():
-        return db.session.get(User, user_id).email
-
-
-def test_signed_in_pages_and_api_answers_are_never_stored(app, client, factory):
+def test_signed_in_pages_and_api_answers_are_never_stored(app, client, auth, factory):
     shop = factory.shop(role="admin")
-    login(client, _email(app, shop["user_id"]))
+    auth(shop["user_id"])
     for response in (client.get("/dashboard"), client.get("/"),
                      client.get(f"/orders/{shop['order_id']}"),
                      client.get(f"/api/v1/orders/{shop['order_id']}",

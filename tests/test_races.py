@@ -30,8 +30,8 @@ from models import (
     utcnow,
 )
 
-from conftest import bearer, cancel, csrf_from, login, v2_headers, wait_for
-from helpers import answer, chain_ok, count, in_app, race
+from conftest import bearer, cancel, v2_headers, wait_for
+from helpers import answer, chain_ok, count, in_app, queued_cancels, race
 
 # --- cancel jobs: two workers given the same job -------------------------------------------
 
@@ -133,16 +133,13 @@ def test_retry_failed_fired_twice_at_once_queues_one_retry(app, factory):
     chain_ok(app)
 
 
-def test_panel_retry_button_clicked_in_two_tabs_queues_one_retry(app, factory):
+def test_panel_retry_button_clicked_in_two_tabs_queues_one_retry(app, auth, factory):
     shop = factory.shop(role="admin")
     job_id, _orders = finished_bulk_job(app, factory, shop)
-    with app.app_context():
-        email = db.session.get(User, shop["user_id"]).email
     tabs = []
     for _ in range(2):
-        tab = app.test_client()
-        assert login(tab, email).status_code == 302
-        tabs.append((tab, csrf_from(tab.get(f"/bulk-jobs/{job_id}"))))
+        tab = auth(shop["user_id"], client=app.test_client())
+        tabs.append((tab.client, tab.csrf(f"/bulk-jobs/{job_id}")))
 
     def click(tab, csrf):
         return lambda: tab.post(f"/bulk-jobs/{job_id}/retry", data={"csrf_token": csrf})
@@ -347,12 +344,7 @@ def test_two_releasers_at_once_perform_each_queued_cancel_once(app, client, fact
                                                                lock):
     from cancellation import maintenance
 
-    store_id = factory.store()
-    product_id = factory.product(1500)
-    factory.stock(store_id, product_id, on_hand=100)
-    token = factory.token(factory.user("store_manager", stores=[store_id]))
-    orders = [factory.order(store_id, [(product_id, 1, 1500)]) for _ in range(6)]
-    job_ids = [cancel(client, order_id, token).json["job_id"] for order_id in orders]
+    _shop, orders, job_ids = queued_cancels(client, factory, 6)
     with app.app_context():  # off without the message to the workers: we release ourselves
         Setting.put("maintenance_mode", False)
         db.session.commit()

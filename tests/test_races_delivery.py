@@ -20,7 +20,7 @@ from models import (
     utcnow,
 )
 
-from conftest import bearer, cancel, csrf_from, login, wait_for
+from conftest import bearer, cancel, wait_for
 from helpers import answer, chain_ok, count, in_app, race
 
 
@@ -183,16 +183,13 @@ def test_refund_retry_fired_twice_at_once_is_requested_once_and_pays_once(app, f
     chain_ok(app)
 
 
-def test_panel_refund_retry_in_two_tabs_is_requested_once(app, factory):
+def test_panel_refund_retry_in_two_tabs_is_requested_once(app, auth, factory):
     shop, refund_id = failed_for_good(app, factory)
-    with app.app_context():
-        email = db.session.get(User, shop["user_id"]).email
     page = f"/orders/{shop['order_id']}"
     tabs = []
     for _ in range(2):
-        tab = app.test_client()
-        assert login(tab, email).status_code == 302
-        tabs.append((tab, csrf_from(tab.get(page))))
+        tab = auth(shop["user_id"], client=app.test_client())
+        tabs.append((tab.client, tab.csrf(page)))
 
     def click(tab, csrf):
         return lambda: tab.post(f"/orders/{shop['order_id']}/refunds/{refund_id}/retry",

@@ -11,7 +11,6 @@ from conftest import (
     bearer,
     cancel,
     csrf_from,
-    login,
     v2_cancel,
     v2_wait_cancel,
     wait_for,
@@ -85,12 +84,6 @@ def once_each(app, order_ids):
                 count = db.session.scalar(db.select(db.func.count()).select_from(model)
                                           .where(model.order_id == order_id))
                 assert count == 1, (model.__name__, order_id, count)
-
-
-def sign_in(app, client, user_id):
-    with app.app_context():
-        email = db.session.get(User, user_id).email
-    assert login(client, email).status_code == 302
 
 
 # --- API v1 ----------------------------------------------------------------------------------
@@ -221,10 +214,10 @@ def test_v2_an_unknown_scope_is_a_validation_error(app, client, factory):
 # --- the panel -------------------------------------------------------------------------------
 
 def test_the_dialog_offers_the_scope_only_for_recurring_orders_with_the_later_count(
-        app, client, factory):
+        app, client, auth, factory):
     s = Series(factory)
     manager = factory.user("store_manager", stores=[s.store_id])
-    sign_in(app, client, manager)
+    auth(manager)
 
     page = client.get(f"/orders/{s.this}").get_data(as_text=True)
     assert 'data-testid="scope-choice"' in page
@@ -251,9 +244,9 @@ def post_cancel(client, order_id, page, **fields):
         "version": "1", **fields}, follow_redirects=True)
 
 
-def test_panel_all_future_says_what_happened_to_each_later_order(app, client, factory):
+def test_panel_all_future_says_what_happened_to_each_later_order(app, client, auth, factory):
     s = Series(factory)
-    sign_in(app, client, factory.user("store_manager", stores=[s.store_id]))
+    auth(role="store_manager", stores=[s.store_id])
     page = client.get(f"/orders/{s.this}")
 
     response = post_cancel(client, s.this, page, scope="all_future")
@@ -266,9 +259,9 @@ def test_panel_all_future_says_what_happened_to_each_later_order(app, client, fa
     once_each(app, s.cancelled_by_all_future)
 
 
-def test_panel_all_future_names_the_later_orders_sent_for_approval(app, client, factory):
+def test_panel_all_future_names_the_later_orders_sent_for_approval(app, client, auth, factory):
     s = Series(factory)
-    sign_in(app, client, factory.user("fulfillment", stores=[s.store_id]))
+    auth(role="fulfillment", stores=[s.store_id])
     page = client.get(f"/orders/{s.this}")
 
     text = post_cancel(client, s.this, page, scope="all_future").get_data(as_text=True)
@@ -282,9 +275,9 @@ def test_panel_all_future_names_the_later_orders_sent_for_approval(app, client, 
     assert s.statuses(app)[s.later_3] == "cancelled"
 
 
-def test_panel_this_instance_and_unknown_scopes(app, client, factory):
+def test_panel_this_instance_and_unknown_scopes(app, client, auth, factory):
     s = Series(factory)
-    sign_in(app, client, factory.user("store_manager", stores=[s.store_id]))
+    auth(role="store_manager", stores=[s.store_id])
     page = client.get(f"/orders/{s.this}")
 
     refused = client.post(f"/orders/{s.this}/cancel", data={
@@ -298,9 +291,9 @@ def test_panel_this_instance_and_unknown_scopes(app, client, factory):
     assert s.statuses(app) == s.expected_after_this_instance()
 
 
-def test_panel_ignores_a_scope_sent_for_an_order_outside_any_series(app, client, factory):
+def test_panel_ignores_a_scope_sent_for_an_order_outside_any_series(app, client, auth, factory):
     s = Series(factory)
-    sign_in(app, client, factory.user("store_manager", stores=[s.store_id]))
+    auth(role="store_manager", stores=[s.store_id])
     page = client.get(f"/orders/{s.plain}")
     post_cancel(client, s.plain, page, scope="all_future")
     statuses = s.statuses(app)
@@ -342,7 +335,7 @@ def test_a_redelivered_all_future_job_finishes_the_series(app, factory):
     from cancellation import jobs
     from cancellation.audit import AuditContext
     from cancellation.service import CancelRequest, cancel_order
-    from models import CancelJob, User, utcnow
+    from models import CancelJob, utcnow
 
     s = Series(factory)
     user = factory.user("ops_engineer")

@@ -6,7 +6,7 @@ from contextlib import contextmanager
 import pytest
 from sqlalchemy import event
 
-from conftest import bearer, cancel, login
+from conftest import bearer, cancel
 
 
 @contextmanager
@@ -33,7 +33,7 @@ def settings_reads(seen):
 
 
 @pytest.fixture
-def fulfillment_store(app, factory):
+def fulfillment_store(app, auth, factory):
     """A store whose fulfillment clerk must ask for approval on in-progress orders: every row of
     the list then needs the approval thresholds."""
     store = factory.store()
@@ -41,15 +41,8 @@ def fulfillment_store(app, factory):
     factory.stock(store, product, on_hand=1000)
     clerk = factory.user("fulfillment", stores=[store])
     client = app.test_client()
-    login(client, _email(app, clerk))
+    auth(clerk, client=client)
     return {"store": store, "product": product, "client": client}
-
-
-def _email(app, user_id):
-    from models import User, db
-
-    with app.app_context():
-        return db.session.get(User, user_id).email
 
 
 def list_page(shop, **args):

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from conftest import bearer, csrf_from, login
+from conftest import bearer, csrf_from
 
 # Reachable without signing in, on purpose.
 PUBLIC = {"auth.login", "health.healthz", "health.livez", "health.readyz", "docs.openapi_json",
@@ -105,7 +105,7 @@ def test_anonymous_requests_are_refused_everywhere(app):
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_each_role_gets_403_where_it_lacks_the_capability(app, factory, role):
+def test_each_role_gets_403_where_it_lacks_the_capability(app, auth, factory, role):
     from cancellation.policy import CAPABILITIES
     from models import Role
 
@@ -113,12 +113,8 @@ def test_each_role_gets_403_where_it_lacks_the_capability(app, factory, role):
     store = factory.store()
     user_id = factory.user(role, stores=[store])
     token = factory.token(user_id)
-    client = app.test_client()
-    from models import User, db
-    with app.app_context():
-        email = db.session.get(User, user_id).email
-    assert login(client, email).status_code == 302
-    csrf = csrf_from(client.get("/dashboard"))
+    signed_in = auth(user_id, client=app.test_client())
+    client, csrf = signed_in.client, signed_in.csrf("/dashboard")
 
     refused = 0
     for rule, method, capability in checked_routes(app):

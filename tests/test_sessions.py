@@ -14,28 +14,16 @@ import pytest
 from models import ApiToken, AuditEvent, LoginSession, User, db, utcnow
 
 from conftest import bearer, csrf_from, login
-from helpers import race
+from helpers import email_of, race
 
 PASSWORD = "secret-pass"
 
 
-def email_of(app, user_id):
-    with app.app_context():
-        return db.session.get(User, user_id).email
-
-
-def signed_in(app, factory, role="store_manager", remember=False):
-    """(user id, client signed in through the real form, its Set-Cookie headers)."""
-    user = factory.user(role, stores=[factory.store()])
-    client = app.test_client()
-    page = client.get("/login")
-    data = {"email": email_of(app, user), "password": PASSWORD,
-            "csrf_token": csrf_from(page)}
-    if remember:
-        data["remember"] = "y"
-    response = client.post("/login", data=data)
-    assert response.status_code == 302, response.get_data(as_text=True)
-    return user, client, response.headers.getlist("Set-Cookie")
+def signed_in(app, auth, factory, role="store_manager", remember=False):
+    """(user id, a new client signed in through the real form, its Set-Cookie headers)."""
+    user = auth(role=role, stores=[factory.store()], client=app.test_client(), password=PASSWORD,
+                **({"remember": "y"} if remember else {}))
+    return user.user_id, user.client, user.response.headers.getlist("Set-Cookie")
 
 
 def cookie_named(set_cookies, name):
@@ -59,8 +47,8 @@ def opens_dashboard(client):
     return client.get("/dashboard").status_code == 200
 
 
-def test_remember_cookie_is_lax_httponly_and_lasts_fourteen_days(app, factory):
-    _user, _client, set_cookies = signed_in(app, factory, remember=True)
+def test_remember_cookie_is_lax_httponly_and_lasts_fourteen_days(app, auth, factory):
+    _user, _client, set_cookies = signed_in(app, auth, factory, remember=True)
     morsel, header = cookie_named(set_cookies, "remember_token")
     assert morsel is not None, set_cookies
     assert "SameSite=Lax" in header and "HttpOnly" in header
@@ -73,8 +61,8 @@ def test_remember_cookie_is_lax_httponly_and_lasts_fourteen_days(app, factory):
     assert production.REMEMBER_COOKIE_SAMESITE == "Lax"
 
 
-def test_sign_out_ends_the_session_and_the_remember_cookie(app, factory):
-    _user, client, set_cookies = signed_in(app, factory, remember=True)
+def test_sign_out_ends_the_session_and_the_remember_cookie(app, auth, factory):
+    _user, client, set_cookies = signed_in(app, auth, factory, remember=True)
     remember = cookie_named(set_cookies, "remember_token")[0].value
     session_cookie = client.get_cookie("session").value
     # Both cookies open the panel on their own before signing out.
@@ -92,11 +80,11 @@ def test_sign_out_ends_the_session_and_the_remember_cookie(app, factory):
 
 
 @pytest.mark.parametrize("change", ["password", "deactivate", "role"])
-def test_a_credential_change_ends_every_session_cookie_and_token(app, factory, change):
-    user, client, set_cookies = signed_in(app, factory, remember=True)
+def test_a_credential_change_ends_every_session_cookie_and_token(app, auth, factory, change):
+    user, client, set_cookies = signed_in(app, auth, factory, remember=True)
     remember = cookie_named(set_cookies, "remember_token")[0].value
     other_browser = app.test_client()
-    login(other_browser, email_of(app, user))
+    auth(user, client=other_browser)
     token = factory.token(user)
     assert opens_dashboard(client) and opens_dashboard(other_browser)
     assert client.get("/api/v1/orders", headers=bearer(token)).status_code == 200
@@ -124,18 +112,15 @@ def test_a_credential_change_ends_every_session_cookie_and_token(app, factory, c
         assert not opens_dashboard(browser_with(app, remember_token=remember))
         assert app.test_client().get("/api/v1/orders",
                                      headers=bearer(token)).status_code == 401
-        fresh = app.test_client()
-        assert login(fresh, email_of(app, user)).status_code == 302
+        fresh = auth(user, client=app.test_client()).client
         assert opens_dashboard(fresh)
 
 
 # Flask-Admin's stores field yields raw choice tuples, which WTForms 3.2 deprecates.
 @pytest.mark.filterwarnings("ignore:Yielding raw tuples:DeprecationWarning")
-def test_a_password_changed_in_admin_ends_the_users_sessions(app, factory):
-    user, client, _ = signed_in(app, factory, role="fulfillment")
-    admin_id = factory.user("admin")
-    admin = app.test_client()
-    login(admin, email_of(app, admin_id))
+def test_a_password_changed_in_admin_ends_the_users_sessions(app, auth, factory):
+    user, client, _ = signed_in(app, auth, factory, role="fulfillment")
+    admin = auth(role="admin", client=app.test_client()).client
     form = admin.get(f"/admin/users/edit/?id={user}")
     assert form.status_code == 200
     with app.app_context():
@@ -206,13 +191,11 @@ def test_revoking_one_token_twice_at_once_revokes_it_once(app, factory):
             AuditEvent.action == "auth.token_revoked", AuditEvent.actor_id == user)) == 3
 
 
-def test_admin_lists_tokens_with_their_use_and_revokes_them(app, factory):
+def test_admin_lists_tokens_with_their_use_and_revokes_them(app, auth, factory):
     user = factory.user("ops_engineer")
     token = factory.token(user)
     app.test_client().get("/api/v1/orders", headers=bearer(token))  # marks it used
-    admin_id = factory.user("admin")
-    admin = app.test_client()
-    login(admin, email_of(app, admin_id))
+    admin = auth(role="admin", client=app.test_client()).client
     page = admin.get(f"/admin/tokens/?search={token[:10]}")
     assert page.status_code == 200
     html = page.get_data(as_text=True)
@@ -231,11 +214,9 @@ def test_admin_lists_tokens_with_their_use_and_revokes_them(app, factory):
     assert "revoked" in admin.get(f"/admin/tokens/?search={token[:10]}").get_data(as_text=True)
 
 
-def test_admin_signs_a_session_out(app, factory):
-    user, client, _ = signed_in(app, factory)
-    admin_id = factory.user("admin")
-    admin = app.test_client()
-    login(admin, email_of(app, admin_id))
+def test_admin_signs_a_session_out(app, auth, factory):
+    user, client, _ = signed_in(app, auth, factory)
+    admin = auth(role="admin", client=app.test_client()).client
     page = admin.get("/admin/sessions/")
     assert page.status_code == 200
     with app.app_context():
@@ -267,10 +248,10 @@ def test_admins_changing_their_own_password_stay_signed_in_here_only(app, factor
     assert not opens_dashboard(elsewhere)
 
 
-def test_the_api_ignores_the_remember_cookie(app, factory):
+def test_the_api_ignores_the_remember_cookie(app, auth, factory):
     """The API is CSRF-exempt because only bearer tokens sign it in: a browser's remember
     cookie opens nothing there, and never wins over the token that is sent."""
-    user, _client, set_cookies = signed_in(app, factory, remember=True)
+    user, _client, set_cookies = signed_in(app, auth, factory, remember=True)
     remember = cookie_named(set_cookies, "remember_token")[0].value
     browser = browser_with(app, remember_token=remember)
     response = browser.get("/api/v1/orders")
@@ -302,10 +283,10 @@ def test_a_credential_change_moves_the_generation_once_per_change(app, factory):
         assert db.session.get(User, user).auth_generation == before + 2
 
 
-def test_sign_ins_ended_a_month_ago_are_purged_by_the_worker(app, factory, worker):
+def test_sign_ins_ended_a_month_ago_are_purged_by_the_worker(app, auth, factory, worker):
     from conftest import wait_for
 
-    user, client, _ = signed_in(app, factory)
+    user, client, _ = signed_in(app, auth, factory)
     old = utcnow() - timedelta(days=31)
     with app.app_context():
         live = db.session.scalar(db.select(LoginSession.id).where(LoginSession.user_id == user))
