@@ -30,7 +30,13 @@ from cancellation.errors import (
     ValidationFailed,
 )
 from cancellation.locks import lock_order, refresh_items
-from cancellation.policy import approval_reasons, can, can_view_order, evaluate_cancel
+from cancellation.policy import (
+    approval_reasons,
+    can,
+    can_view_order,
+    evaluate_cancel,
+    visible_orders,
+)
 from cancellation.reasons import label_for
 from cancellation.transactions import after_commit
 from models import (
@@ -643,8 +649,7 @@ def decidable(user):
                     ApprovalRequest.requested_by_id != user.id))
     if not can(user, "approve_cancellation"):
         return query.where(False)
-    if not user.sees_every_store:
-        query = query.where(Order.store_id.in_(user.store_ids or {-1}))
+    query = visible_orders(query, user)
     return query
 
 

@@ -125,6 +125,8 @@ def _insert_cancellations(plans, actor, context):
           "source": context.source, "previous_status": plan.previous_status,
           "notify_customer": plan.notifies, "order_version": plan.version + 1,
           "refund_cents": max(plan.refund_cents, 0),
+          "subtotal_cents": plan.amounts.subtotal, "tax_cents": plan.amounts.tax,
+          "discount_cents": plan.amounts.discount, "total_cents": plan.amounts.total,
           "points_restored": plan.amounts.points_restored if plan.customer_id else 0,
           "points_reversed": plan.amounts.points_reversed if plan.customer_id else 0,
           "created_at": plan.now, "flag_inventory_reconciliation": plan.inventory_reconciliation}

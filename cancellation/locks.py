@@ -7,7 +7,7 @@ cancellations, single or bulk, ever wait for each other in a circle.
 from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import joinedload, selectinload
 
-from cancellation.plan import plan_cancel
+from cancellation.plan import NOTHING_SETTLED, Settled, plan_cancel
 from models import Cancellation, Order, OrderItem, StockLevel, db, utcnow
 
 
@@ -44,19 +44,19 @@ def refresh_items(order):
                        .execution_options(populate_existing=True)).all()
 
 
-def settled_points(orders):
-    """{order id: (points restored, points reversed)} by the orders' earlier cancellations not
-    reinstated, for the orders that have points to settle; one query for all."""
+def settled(orders):
+    """{order id: Settled} — what the orders' earlier cancellations (not reinstated) settled:
+    points restored and reversed, and the value they took off the totals. One query for the
+    orders that had anything cancelled; an order with nothing cancelled yet had none."""
     ids = [order.id for order in orders
-           if order.customer_id is not None and (order.points_redeemed or order.points_earned)]
+           if any(item.cancelled_quantity for item in order.items)]
     if not ids:
         return {}
-    return {order_id: (int(restored), int(reversed_)) for order_id, restored, reversed_ in
-            db.session.execute(
-                select(Cancellation.order_id, func.sum(Cancellation.points_restored),
-                       func.sum(Cancellation.points_reversed))
-                .where(Cancellation.order_id.in_(ids), Cancellation.reinstated_at.is_(None))
-                .group_by(Cancellation.order_id))}
+    sums = [func.coalesce(func.sum(getattr(Cancellation, name)), 0) for name in Settled._fields]
+    return {order_id: Settled(*map(int, values)) for order_id, *values in db.session.execute(
+        select(Cancellation.order_id, *sums)
+        .where(Cancellation.order_id.in_(ids), Cancellation.reinstated_at.is_(None))
+        .group_by(Cancellation.order_id))}
 
 
 def stocked_products(wanted):
@@ -85,10 +85,11 @@ def plans_for(entries, now=None):
     earlier cancellations settled, which products have a stock row — in two queries at most."""
     now = now or utcnow()
     orders = [order for order, _request, _lines in entries]
-    settled = settled_points(orders)
+    earlier = settled(orders)
     wanted = [(order.store_id, item.product_id) for order, _request, lines in entries
               for item in (order.items if lines is None else [item for item, _ in lines])]
     stocked = stocked_products(wanted)
-    return [plan_cancel(order, request, now, lines=lines, settled=settled.get(order.id, (0, 0)),
+    return [plan_cancel(order, request, now, lines=lines,
+                        settled=earlier.get(order.id, NOTHING_SETTLED),
                         stocked=stocked.get(order.store_id, frozenset()))
             for order, request, lines in entries]

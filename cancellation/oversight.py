@@ -20,6 +20,7 @@ from sqlalchemy.orm import selectinload
 
 from cancellation.audit import SYSTEM, record
 from cancellation.errors import NotFound, ValidationFailed
+from cancellation.policy import store_scope
 from cancellation.privacy import redact
 from cancellation.reasons import label_for
 from models import (
@@ -49,19 +50,6 @@ STREAM_BATCH = 500
 
 
 # --- store scope -----------------------------------------------------------------------------
-
-def store_scope(user):
-    """None when the user sees every store, else the set of store ids they work in."""
-    return None if user.sees_every_store else (user.store_ids or {-1})
-
-
-def visible_stores(user):
-    query = select(Store).order_by(Store.name)
-    scope = store_scope(user)
-    if scope is not None:
-        query = query.where(Store.id.in_(scope))
-    return db.session.scalars(query).all()
-
 
 def _zone(name):
     try:

@@ -17,8 +17,7 @@ from cancellation import maintenance, outbox
 from cancellation.audit import AuditContext
 from cancellation.errors import Blocked, CancelDeskError, ConcurrentModification, ValidationFailed
 from cancellation.impact import stock_lines
-from cancellation.locks import lock_order, refresh_items, settled_points
-from cancellation.plan import amounts_of
+from cancellation.locks import lock_order, plans_for, refresh_items
 from cancellation.policy import (
     approval_reasons,
     blockers_of,
@@ -141,8 +140,10 @@ def resolve_lines(order, lines):
 
 
 def plan(order, lines):
-    """(Split, closes) for cancelling `lines` ([(item, quantity)]) of `order`. Reads only."""
-    return amounts_of(order, lines, settled_points([order]).get(order.id, (0, 0)))
+    """The Plan of cancelling `lines` ([(item, quantity)]) of `order`: what the cancellation
+    would write. Reads only."""
+    [planned] = plans_for([(order, None, lines)])
+    return planned
 
 
 # --- cancelling ------------------------------------------------------------------------------
@@ -265,10 +266,10 @@ def request_summary(order, payload):
                "units": sum(quantity for _, quantity in lines), "refund_cents": None,
                "closes_order": False}
     try:
-        amounts, closes = plan(order, resolve_lines(order, lines))
+        planned = plan(order, resolve_lines(order, lines))
     except ValidationFailed:
         return summary
-    summary.update(refund_cents=amounts.refund, closes_order=closes)
+    summary.update(refund_cents=planned.refund_cents, closes_order=planned.closes)
     return summary
 
 
@@ -352,7 +353,8 @@ def preview_items(actor, order, lines, *, notify=True):
         answer["fields"] = exc.details["fields"]
         resolved = []
     if resolved:
-        amounts, closes = plan(order, resolved)
+        planned = plan(order, resolved)
+        amounts, closes, after = planned.amounts, planned.closes, planned.values
         show = (lambda r: r) if can(actor, "view_customer_contact") else mask_email
         recipient = order.customer.email if order.customer else None
         answer.update(
@@ -360,10 +362,10 @@ def preview_items(actor, order, lines, *, notify=True):
             units=sum(quantity for _, quantity in resolved), closes_order=closes,
             refund=money(amounts.refund), refund_cents=amounts.refund,
             points_restored=amounts.points_restored, points_reversed=amounts.points_reversed,
-            totals_after={"subtotal": money(order.subtotal_cents - amounts.subtotal),
-                          "tax": money(order.tax_cents - amounts.tax),
-                          "discount": money(order.discount_cents - amounts.discount),
-                          "total": money(order.total_cents - amounts.total)},
+            totals_after={"subtotal": money(after["subtotal_cents"]),
+                          "tax": money(after["tax_cents"]),
+                          "discount": money(after["discount_cents"]),
+                          "total": money(after["total_cents"])},
             notification=({"channel": "email", "template": "order_partial_cancelled",
                            "recipient": show(recipient)} if notify and recipient else None))
     answer["ok"] = not (problems or blockers or answer["fields"]) and bool(resolved)

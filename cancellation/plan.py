@@ -31,6 +31,7 @@ differently on the way, never at the end.)
 """
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from models import money
 from models.order import OrderStatus, PaymentStatus
@@ -40,6 +41,22 @@ FULL, PARTIAL = "full", "partial"
 
 
 # --- the arithmetic --------------------------------------------------------------------------
+
+class Settled(NamedTuple):
+    """What an order's earlier cancellations (not reinstated) settled, summed: the points
+    restored and reversed, and the value taken off its totals. Field names are the columns of
+    Cancellation they sum."""
+
+    points_restored: int = 0
+    points_reversed: int = 0
+    subtotal_cents: int = 0
+    tax_cents: int = 0
+    discount_cents: int = 0
+    total_cents: int = 0
+
+
+NOTHING_SETTLED = Settled()
+
 
 @dataclass(frozen=True)
 class Figures:
@@ -115,10 +132,11 @@ def split(figures, value, *, closes):
                                 f.placed_value, closes))
 
 
-def figures_of(order, settled=(0, 0)):
-    """The order's Figures; `settled` is (restored, reversed) by earlier cancellations."""
+def figures_of(order, settled=NOTHING_SETTLED):
+    """The order's Figures; `settled`: what its earlier cancellations settled (Settled)."""
     with_customer = order.customer_id is not None
-    restored, reversed_ = settled if with_customer else (0, 0)
+    restored, reversed_ = ((settled.points_restored, settled.points_reversed) if with_customer
+                           else (0, 0))
     return Figures(
         subtotal=order.subtotal_cents, tax=order.tax_cents, discount=order.discount_cents,
         total=order.total_cents, paid=order.paid_cents, refunded=order.refunded_cents,
@@ -140,7 +158,7 @@ def closes_order(order, lines):
     return all(item.open_quantity - asked.get(item.id, 0) <= 0 for item in order.items)
 
 
-def amounts_of(order, lines, settled=(0, 0)):
+def amounts_of(order, lines, settled=NOTHING_SETTLED):
     """(Split, closes) for cancelling `lines` ([(item, quantity)]) of `order`."""
     closes = closes_order(order, lines)
     value = sum(item.unit_price_cents * quantity for item, quantity in lines)
@@ -288,11 +306,12 @@ def snapshot(order):
             "discount": money(order.discount_cents), "refunded": money(order.refunded_cents)}
 
 
-def plan_cancel(order, request, now, *, lines=None, settled=(0, 0), stocked=frozenset()):
+def plan_cancel(order, request, now, *, lines=None, settled=NOTHING_SETTLED,
+                stocked=frozenset()):
     """The Plan for cancelling `lines` ([(item, quantity)], checked against the order already)
     of `order`, or — `lines` None — every open quantity (a full cancel).
 
-    `settled`: (points restored, points reversed) by the order's earlier cancellations;
+    `settled`: what the order's earlier cancellations settled (Settled);
     `stocked`: the product ids with a stock row in the order's store.
     """
     kind = FULL if lines is None else PARTIAL
@@ -305,18 +324,26 @@ def plan_cancel(order, request, now, *, lines=None, settled=(0, 0), stocked=froz
     cancelled = {line.item_id: line.quantity for line in planned}
     return Plan(order=order, kind=kind, request=request, lines=planned, closes=closes,
                 amounts=amounts, now=now, before=snapshot(order),
-                values=order_values(order, amounts, closes, now),
+                values=order_values(order, amounts, closes, now, settled),
                 open_after={item.id: item.open_quantity - cancelled.get(item.id, 0)
                             for item in order.items})
 
 
-def order_values(order, amounts, closes, now):
-    """The order's columns once `amounts` are taken off (its version moves by one)."""
+def order_values(order, amounts, closes, now, settled=NOTHING_SETTLED):
+    """The order's columns after the cancellation (its version moves by one): `amounts` taken
+    off its totals — or, when nothing is left open, the totals it was placed for (what is left
+    plus what earlier cancellations took), as a cancelled order shows them."""
+    if closes:
+        totals = (order.subtotal_cents + settled.subtotal_cents,
+                  order.tax_cents + settled.tax_cents,
+                  order.discount_cents + settled.discount_cents,
+                  order.total_cents + settled.total_cents)
+    else:
+        totals = (order.subtotal_cents - amounts.subtotal, order.tax_cents - amounts.tax,
+                  order.discount_cents - amounts.discount, order.total_cents - amounts.total)
     values = {
-        "subtotal_cents": order.subtotal_cents - amounts.subtotal,
-        "tax_cents": order.tax_cents - amounts.tax,
-        "discount_cents": order.discount_cents - amounts.discount,
-        "total_cents": order.total_cents - amounts.total,
+        "subtotal_cents": totals[0], "tax_cents": totals[1], "discount_cents": totals[2],
+        "total_cents": totals[3],
         "refunded_cents": order.refunded_cents + max(amounts.refund, 0),
         "payment_status": payment_status_after(order, amounts.refund),
         "updated_at": now, "version": order.version + 1,

@@ -6,9 +6,11 @@ or may they not at all — and why". The panel, both APIs, previews and bulk job
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from sqlalchemy import select
+
 from cancellation.errors import Blocked, ConcurrentModification, Forbidden, InvalidState, NotFound
 from cancellation.reasons import CancellationReason
-from models import Order, Role, Setting, money, utcnow
+from models import Order, Role, Setting, Store, db, money, utcnow
 from models.order import CANCELLABLE_STATUSES, OrderStatus, ShipmentStatus
 
 # Capabilities are what routes check (one Flask-Principal permission each), never roles.
@@ -48,11 +50,26 @@ def can(user, capability):
     return user is not None and user.is_active and capability in capabilities_of(user)
 
 
+def store_scope(user):
+    """None when the user sees every store, else the set of store ids they work in."""
+    return None if user.sees_every_store else (user.store_ids or {-1})
+
+
+def scoped(query, user, store_column):
+    """The store scoping, the one place it is decided: restrict a select() to the rows whose
+    `store_column` (a store id column) is a store the user works in."""
+    scope = store_scope(user)
+    return query if scope is None else query.where(store_column.in_(scope))
+
+
 def visible_orders(query, user):
     """Restrict a select() of orders to the stores the user works in."""
-    if user.sees_every_store:
-        return query
-    return query.where(Order.store_id.in_(user.store_ids or {-1}))
+    return scoped(query, user, Order.store_id)
+
+
+def visible_stores(user):
+    """The stores the user works in (every store for those who see all), by name."""
+    return db.session.scalars(scoped(select(Store).order_by(Store.name), user, Store.id)).all()
 
 
 def can_view_order(user, order):

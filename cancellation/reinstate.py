@@ -9,7 +9,7 @@ longer there or the order changed after the cancellation, and while maintenance 
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm.exc import StaleDataError
 
 from cancellation import maintenance
@@ -19,6 +19,7 @@ from cancellation.locks import lock_order
 from cancellation.outbox import RETRYABLE
 from cancellation.policy import can, require_visible
 from models import (
+    Cancellation,
     Customer,
     LoyaltyEntry,
     LoyaltyKind,
@@ -34,6 +35,7 @@ from models import (
 from models.delivery import DeliveryStatus
 from models.order import OrderStatus, PaymentStatus
 
+TOTALS = ("subtotal_cents", "tax_cents", "discount_cents", "total_cents")
 REMEDIATION = ("Reinstatement now requires manual intervention: open a remediation ticket with "
                "template CASE-REINSTATE and include the original order data from "
                "GET /api/v2/orders/{id}/audit-log.")
@@ -143,6 +145,15 @@ def _undo(order, cancellation, actor, reason, restore_previous_state, context):
     order.status = (cancellation.previous_status if restore_previous_state
                     else OrderStatus.PENDING.value)
     order.cancelled_at = None
+    # A cancelled order shows the totals it was placed for; open again, it owes them less what
+    # its other cancellations (earlier partial ones) took off.
+    taken = db.session.execute(
+        select(*(func.coalesce(func.sum(getattr(Cancellation, column)), 0)
+                 for column in TOTALS))
+        .where(Cancellation.order_id == order.id, Cancellation.id != cancellation.id,
+               Cancellation.reinstated_at.is_(None))).one()
+    for column, cents in zip(TOTALS, taken, strict=True):
+        setattr(order, column, getattr(order, column) - int(cents))
     order.refunded_cents -= voided_cents
     if voided_cents:
         order.payment_status = (PaymentStatus.PAID.value if order.refunded_cents == 0

@@ -23,6 +23,13 @@ class Cancellation(db.Model):
     source: Mapped[str] = mapped_column(String(16), default="panel")
     previous_status: Mapped[str] = mapped_column(String(16))
     refund_cents: Mapped[int] = mapped_column(Integer, default=0)
+    # The value cancelled: what this cancellation took off the order's subtotal, tax, discount
+    # and total. The one that leaves nothing open puts the order's totals back to what it was
+    # placed for (cancellation/plan.py), so these are also what a reinstatement takes off again.
+    subtotal_cents: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    tax_cents: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    discount_cents: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    total_cents: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     points_restored: Mapped[int] = mapped_column(Integer, default=0)
     points_reversed: Mapped[int] = mapped_column(Integer, default=0)
     notify_customer: Mapped[bool] = mapped_column(Boolean, default=True)

@@ -158,8 +158,9 @@ def test_the_last_open_items_cancel_the_order_and_settle_everything(app, client,
     assert response.status_code == 200, response.json
     body = response.json
     assert body["status"] == "cancelled" and body["cancelled_at"] is not None
+    # A cancelled order shows what it was placed for, as one cancelled whole does.
     assert (body["subtotal"], body["tax"], body["discount"], body["total"]) == \
-        ("0.00", "0.00", "0.00", "0.00")
+        ("109.97", "11.00", "5.00", "115.97")
     # The whole paid remainder, and every point not yet settled.
     assert [r["amount"] for r in body["refunds"]] == ["21.08", "94.89"]
     assert (body["refunded"], body["payment_status"]) == ("115.97", "refunded")
@@ -205,6 +206,8 @@ def test_piece_by_piece_ends_exactly_like_one_full_cancel(app, client, factory):
     assert money_of(app, piecewise)["refunded"] == money_of(app, whole)["refunded"] == paid
     assert points_of(app, piecewise_customer) == points_of(app, whole_customer) == 1000 + 31 - 77
     assert money_of(app, piecewise)["status"] == money_of(app, whole)["status"] == "cancelled"
+    # One arithmetic: the same rows, totals included (the placed ones, on both).
+    assert money_of(app, piecewise) == money_of(app, whole)
     after = stock_of(app, store_id)
     for product_id, quantity, _ in lines:  # both orders' reservations released, unit by unit
         assert after[product_id] == (40, before[product_id][1] - 2 * quantity)
@@ -835,3 +838,30 @@ def test_stock_money_and_points_are_conserved_in_the_database(app, client, facto
     else:
         assert state["status"] == "pending"
         assert points_of(app, customer_id) >= 1000 - earned
+
+
+def test_reinstating_the_last_cancellation_leaves_the_totals_of_the_earlier_ones(app, client,
+                                                                                  two_lines):
+    """The order cancelled whole after a partial cancel shows its placed totals; reinstated,
+    it owes them less what the partial cancel took, as before the whole cancel."""
+    from cancellation.audit import AuditContext
+    from cancellation.reinstate import reinstate_order
+    from models import User
+
+    s = two_lines
+    # Unpaid: no refund that a worker of the session could pay out (which ends the window).
+    set_order(app, s["order_id"], paid_cents=0, payment_status="unpaid")
+    assert put_items(client, s["order_id"], s["token"], [(s["item_a"], 1)],
+                     version=s["version"] + 1).status_code == 200
+    partly = money_of(app, s["order_id"])
+    assert partly["total"] < 11597
+    assert cancel(client, s["order_id"], s["token"]).status_code == 200
+    assert money_of(app, s["order_id"])["total"] == 11597
+
+    with app.app_context():
+        reinstate_order(s["order_id"], db.session.get(User, s["user_id"]), reason="mistake",
+                        restore_previous_state=True, context=AuditContext(source="api_v2"))
+    again = money_of(app, s["order_id"])
+    assert again["status"] == "pending"
+    assert {k: again[k] for k in ("subtotal", "tax", "discount", "total")} == \
+        {k: partly[k] for k in ("subtotal", "tax", "discount", "total")}
