@@ -97,12 +97,13 @@ def _written(db, models, order_id, product_index):
                               models.LoyaltyEntry.order_id == order_id))),
         "balance": (db.session.get(models.Customer, order.customer_id).loyalty_points
                     if order.customer_id else None),
-        "refunds": sorted((ids[r.cancellation_id], r.amount_cents, r.method, r.status,
+        # (Not their status: a worker of the session may be delivering them already.)
+        "refunds": sorted((ids[r.cancellation_id], r.amount_cents, r.method,
                            r.idempotency_key == f"refund-cancellation-{r.cancellation_id}")
                           for r in db.session.scalars(db.select(models.Refund).where(
                               models.Refund.order_id == order_id))),
         "notifications": sorted(
-            (ids[n.cancellation_id], n.channel, n.template, n.status,
+            (ids[n.cancellation_id], n.channel, n.template,
              n.recipient == (order.customer.email if order.customer else None),
              n.idempotency_key == f"notify-cancellation-{n.cancellation_id}")
             for n in db.session.scalars(db.select(models.Notification).where(

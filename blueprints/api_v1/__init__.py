@@ -45,6 +45,7 @@ from cancellation import (
 )
 from cancellation.errors import NotFound, ValidationFailed
 from cancellation.jobs import job_state
+from cancellation.policy import scoped
 from models import CancelJob, Order, Role, StockLevel, db, isoformat
 from models.order import OrderStatus, PaymentStatus, ShipmentStatus
 
@@ -98,9 +99,8 @@ def get_order(order_id):
 @requires("view_orders")
 def inventory():
     args = parse_query(InventoryQuery)
-    query = select(StockLevel).order_by(StockLevel.store_id, StockLevel.product_id)
-    if not current_user.sees_every_store:
-        query = query.where(StockLevel.store_id.in_(current_user.store_ids or {-1}))
+    query = scoped(select(StockLevel).order_by(StockLevel.store_id, StockLevel.product_id),
+                   current_user, StockLevel.store_id)
     if args.store_id:
         query = query.where(StockLevel.store_id == args.store_id)
     if args.product_id:

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from blueprints.auth.permissions import permission, requires
 from blueprints.orders import audit_changes
-from cancellation import oversight, verify_chain
+from cancellation import oversight, policy, verify_chain
 from models import AuditEvent, Order, db, utcnow
 
 bp = Blueprint("audit", __name__, url_prefix="/audit")
@@ -31,14 +31,14 @@ def _see_contact():
 
 
 def _stores():
-    return oversight.visible_stores(current_user)
+    return policy.visible_stores(current_user)
 
 
 @bp.get("/")
 @requires("view_audit")
 def index():
     stores = _stores()
-    scope = oversight.store_scope(current_user)
+    scope = policy.store_scope(current_user)
     filters = oversight.AuditFilters.from_args(request.args, scope)
     query = oversight.audit_query(current_user, filters)
     per_page = current_app.config.get("AUDIT_PER_PAGE", PER_PAGE)
@@ -72,7 +72,7 @@ def _order_numbers(events):
 @requires("view_audit")
 def export():
     """Every event the filters match, streamed: rows are read in batches and sent as they come."""
-    filters = oversight.AuditFilters.from_args(request.args, oversight.store_scope(current_user))
+    filters = oversight.AuditFilters.from_args(request.args, policy.store_scope(current_user))
     rows = oversight.audit_rows(current_user, filters, _see_contact())
     stamp = utcnow().strftime("%Y%m%d-%H%M%S")
     return _csv(oversight.csv_stream(oversight.AUDIT_CSV_HEADER, rows), f"audit-log-{stamp}.csv")
@@ -88,7 +88,7 @@ def verify():
     if report.first_broken_seq is not None:
         broken = db.session.scalar(select(AuditEvent).where(
             AuditEvent.seq == report.first_broken_seq))
-        scope = oversight.store_scope(current_user)
+        scope = policy.store_scope(current_user)
         if broken is not None and scope is not None and broken.store_id not in scope:
             broken = None  # named by number only: its contents belong to another store
     seconds = (utcnow() - started).total_seconds()

@@ -8,7 +8,7 @@ from flask_login import current_user
 from blueprints.api_common import audit_context
 from blueprints.auth.permissions import permission, requires
 from blueprints.orders.forms import ActionForm
-from cancellation import CancelDeskError, oversight
+from cancellation import CancelDeskError, oversight, policy
 from models import utcnow
 
 bp = Blueprint("dashboard", __name__)
@@ -32,7 +32,7 @@ def _approvals_url():
 @bp.get("/dashboard")
 @requires("view_orders")
 def index():
-    stores = oversight.visible_stores(current_user)
+    stores = policy.visible_stores(current_user)
     store_id = request.args.get("store", type=int)
     if store_id not in {s.id for s in stores}:
         store_id = None

@@ -27,6 +27,7 @@ from cancellation import (
     maintenance,
     orders as orders_query,
     outbox,
+    policy,
     return_unreturned_stock,
     submit,
 )
@@ -44,7 +45,6 @@ from models import (
     Notification,
     Order,
     Refund,
-    Store,
     User,
     db,
 )
@@ -142,10 +142,7 @@ def list_back_link(target=None):
 
 
 def visible_stores():
-    query = select(Store).order_by(Store.name)
-    if not current_user.sees_every_store:
-        query = query.where(Store.id.in_(current_user.store_ids or {-1}))
-    return db.session.scalars(query).all()
+    return policy.visible_stores(current_user)
 
 
 # --- list ------------------------------------------------------------------------------------
