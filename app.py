@@ -72,6 +72,7 @@ def create_app(overrides=None, env=None):
 
     _request_ids(app)
     _security_headers(app)
+    _end_reads_with_commit(app)
     return app
 
 
@@ -143,6 +144,51 @@ def _request_ids(app):
     def _echo_request_id(response):
         response.headers["X-Request-ID"] = g.get("request_id", "")
         return response
+
+
+def _end_reads_with_commit(app):
+    """A request whose open transaction only read ends it with COMMIT, not ROLLBACK.
+
+    The two are the same to the data (nothing was written; a read-only COMMIT writes no WAL),
+    but psycopg forgets every statement it prepared on a connection when that connection rolls
+    back — and each request's session ends in a rollback when its last statements were reads
+    (an answer read after the commit) — so without this no statement a request runs is ever
+    prepared: PostgreSQL parses and plans each one every time. A transaction that wrote
+    anything, or a request that failed, ends as before (rolled back by the session's removal).
+    """
+    with app.app_context():
+        engine = db.engine
+    if engine.dialect.name != "postgresql":
+        return
+
+    @event.listens_for(engine, "begin")
+    def _began(connection):
+        connection.info["cancel_desk.wrote"] = False
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _note_write(connection, _cursor, statement, _parameters, _context, _executemany):
+        if not statement.lstrip()[:6].upper() == "SELECT":
+            connection.info["cancel_desk.wrote"] = True
+
+    # Registered after Flask-SQLAlchemy's own teardown, so it runs before the session's removal.
+    @app.teardown_appcontext
+    def _commit_reads(exc):
+        if exc is not None or not db.session.registry.has():
+            return
+        session = db.session()
+        if not session.in_transaction():
+            return
+        expiring = session.expire_on_commit
+        try:
+            if session.connection().info.get("cancel_desk.wrote", True) is False:
+                # Nothing changed: what the session's objects hold stays readable after the
+                # context, exactly as after the rollback this replaces.
+                session.expire_on_commit = False
+                session.commit()
+        except Exception:  # noqa: BLE001 - the removal that follows rolls back as before
+            app.logger.warning("ending a read-only transaction failed", exc_info=True)
+        finally:
+            session.expire_on_commit = expiring
 
 
 def _security_headers(app):
