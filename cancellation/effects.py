@@ -99,12 +99,10 @@ def _update_orders(plans):
 
 def _update_items(plans):
     whole = [plan.order_id for plan in plans if plan.kind == "full"]
-    if whole:  # every open quantity: the set-based form
-        db.session.execute(
-            update(OrderItem).where(OrderItem.order_id.in_(whole))
-            .values(cancelled_quantity=OrderItem.quantity)
-            .execution_options(synchronize_session=False))
     table = OrderItem.__table__
+    if whole:  # every open quantity: the set-based form
+        db.session.execute(update(table).where(table.c.order_id.in_(whole))
+                           .values(cancelled_quantity=table.c.quantity))
     lines = [{"b_id": line.item_id, "b_quantity": line.quantity}
              for plan in plans if plan.kind != "full" for line in plan.lines]
     if lines:
@@ -117,7 +115,7 @@ def _update_items(plans):
 def _insert_cancellations(plans, actor, context):
     actor_id = getattr(actor, "id", None)
     ids = db.session.scalars(
-        insert(Cancellation).returning(Cancellation.id, sort_by_parameter_order=True),
+        _returning_ids(Cancellation),
         [{"order_id": plan.order_id, "kind": plan.kind, "reason": plan.request.reason,
           "notes": plan.request.notes, "request_contact": plan.request.request_contact,
           "request_channel": plan.request.request_channel,
@@ -141,7 +139,7 @@ def _insert_lines(plans):
               "stock_returned": line.stock_returned}
              for plan in plans for line in plan.lines]
     if lines:
-        db.session.execute(insert(CancellationItem), lines)
+        db.session.execute(insert(CancellationItem.__table__), lines)
 
 
 def _insert_loyalty(plans):
@@ -150,7 +148,7 @@ def _insert_loyalty(plans):
                 "note": note, "created_at": plan.now}
                for plan in plans for points, kind, note in plan.loyalty_entries()]
     if entries:
-        db.session.execute(insert(LoyaltyEntry), entries)
+        db.session.execute(insert(LoyaltyEntry.__table__), entries)
 
 
 def _insert_outbox(plans):
@@ -160,7 +158,7 @@ def _insert_outbox(plans):
     paying = [plan for plan in plans if plan.refund_cents > 0]
     if paying:
         ids = db.session.scalars(
-            insert(Refund).returning(Refund.id, sort_by_parameter_order=True),
+            _returning_ids(Refund),
             [{"order_id": plan.order_id, "cancellation_id": plan.cancellation_id,
               "amount_cents": plan.refund_cents, "method": plan.order.payment_method,
               "idempotency_key": f"refund-cancellation-{plan.cancellation_id}",
@@ -171,7 +169,7 @@ def _insert_outbox(plans):
     telling = [plan for plan in plans if plan.notifies]
     if telling:
         ids = db.session.scalars(
-            insert(Notification).returning(Notification.id, sort_by_parameter_order=True),
+            _returning_ids(Notification),
             [{"order_id": plan.order_id, "cancellation_id": plan.cancellation_id,
               "channel": "email", "template": plan.template, "recipient": plan.recipient,
               "idempotency_key": f"notify-cancellation-{plan.cancellation_id}",
@@ -236,3 +234,10 @@ def _sync_session(plans):
             set_committed_value(item, "cancelled_quantity",
                                 item.quantity - plan.open_after[item.id])
         session.expire(order, ["cancellations", "refunds", "notifications"])
+
+
+def _returning_ids(model):
+    """INSERT into the model's table (Core: no ORM bookkeeping per row) answering the new ids in
+    the order of the rows given."""
+    table = model.__table__
+    return insert(table).returning(table.c.id, sort_by_parameter_order=True)

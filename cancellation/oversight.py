@@ -23,6 +23,7 @@ from cancellation.errors import NotFound, ValidationFailed
 from cancellation.policy import store_scope
 from cancellation.privacy import redact
 from cancellation.reasons import label_for
+from cancellation.transactions import commit_keeping
 from models import (
     AbuseFlag,
     ApprovalRequest,
@@ -250,25 +251,13 @@ OUTLIER_WINDOW = timedelta(days=7)
 OUTLIER_PROBE_ROWS = 500
 
 
-def after_cancellation(actor, cancellation, context=None):
-    """Run after a cancellation committed: flag unusual cancelling. Never raises, never blocks."""
-    if actor is None or getattr(actor, "id", None) is None:
-        return []
-    try:
-        flags = check_abuse(actor.id, cancellation.order.store_id, context)
-        db.session.commit()
-        return flags
-    except Exception:  # noqa: BLE001 - monitoring must never undo or fail a cancellation
-        db.session.rollback()
-        log.warning("abuse check after cancellation %s failed", cancellation.id, exc_info=True)
-        return []
-
-
-def after_cancellations(actor, store_id, context=None):
-    """The same check after a batch of a bulk job committed (once per batch and store)."""
+def after_cancellations(actor, store_id, context=None, keep=()):
+    """Run after cancellations committed — one, or a bulk job's (once per job and store): flag
+    unusual cancelling. Never raises, never blocks. `keep`: objects the caller reads again right
+    after, current already (transactions.commit_keeping)."""
     try:
         flags = check_abuse(actor.id, store_id, context)
-        db.session.commit()
+        commit_keeping(*keep)
         return flags
     except Exception:  # noqa: BLE001 - monitoring must never fail a bulk job
         db.session.rollback()
@@ -622,7 +611,7 @@ def csv_stream(header, rows, chunk_rows=CSV_CHUNK_ROWS):
 
 __all__ = [
     "Period", "cancellation_stats", "pending_approvals_count", "manual_handling",
-    "after_cancellation", "check_abuse", "abuse_flags", "acknowledge_flag", "compliance_rows",
+    "after_cancellations", "check_abuse", "abuse_flags", "acknowledge_flag", "compliance_rows",
     "compliance_store", "COMPLIANCE_HEADER", "AuditFilters", "audit_query", "audit_actions",
     "audit_rows", "AUDIT_CSV_HEADER", "csv_stream",
 ]

@@ -18,7 +18,7 @@ from cancellation.errors import ConcurrentModification, InvalidState, NotFound, 
 from cancellation.locks import lock_order, plans_for
 from cancellation.policy import evaluate_cancel, require_visible
 from cancellation.reasons import REASON_CODES, REQUEST_CHANNELS, CancellationReason
-from cancellation.transactions import commit_keeping, expire
+from cancellation.transactions import commit_keeping
 from models import (
     ApprovalRequest,
     Cancellation,
@@ -170,7 +170,7 @@ def cancel_order(order_id, actor, request, context=None):
             plan = perform(order, actor, request, context)
             # The order was locked and written here: the after-commit step reads it as it is
             # instead of loading it again.
-            kept = (order, actor)
+            kept = (order, *order.items, actor)
             commit_keeping(*kept)
             outcome = None
     except StaleDataError:
@@ -181,19 +181,21 @@ def cancel_order(order_id, actor, request, context=None):
         db.session.rollback()
         raise
     if outcome is None:
-        after_commit(actor, order.store_id, context)
-        expire(*kept)  # from here on as after any commit: read again when used
+        # The writer left the order and its items as committed (and marked what it changed
+        # behind them — the customer, the cancellations — to be read again): the answer reads
+        # them as they are.
+        after_commit(actor, order.store_id, context, keep=kept)
         outcome = CancelOutcome(order=order, cancellation_id=plan.cancellation_id)
     if request.scope == "all_future" and order.series_id:
         cancel_future_in_series(order, actor, request, context, outcome)
     return outcome
 
 
-def after_commit(actor, store_id, context):
+def after_commit(actor, store_id, context, keep=()):
     """What follows every committed cancellation, whichever path performed it (a direct cancel,
     an approval, a job): the actor's cancelling is checked for unusual patterns (a flag only;
     it never blocks). (Its refund and notice went to the workers with the commit.)"""
-    oversight.after_cancellations(actor, store_id, context)
+    oversight.after_cancellations(actor, store_id, context, keep)
 
 
 def later_in_series(order):
