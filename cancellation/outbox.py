@@ -10,7 +10,7 @@ import logging
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import and_, bindparam, literal, or_, select, union_all, update
+from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from cancellation.adapters import DeliveryError, notifier, payment_gateway
@@ -71,43 +71,11 @@ def send_rows(refund_ids=(), notification_ids=()):
         hand_to_workers(ROWS_TASK, None, args=[refund_ids, notification_ids])
 
 
-def _pending_ids(model, cancellation_ids):
-    return db.session.scalars(select(model.id).where(
-        model.cancellation_id.in_(cancellation_ids),
-        model.status == DeliveryStatus.PENDING.value).order_by(model.id)).all()
-
-
-def _pending_rows(cancellation_ids):
-    """(refund ids, notification ids) still pending for the cancellations, in one query."""
-    kinds = union_all(*(
-        select(literal(kind).label("kind"), model.id.label("id"))
-        .where(model.cancellation_id.in_(cancellation_ids),
-               model.status == DeliveryStatus.PENDING.value)
-        for kind, model in ((0, Refund), (1, Notification)))).subquery()
-    found = ([], [])
-    for kind, row_id in db.session.execute(select(kinds.c.kind, kinds.c.id)
-                                           .order_by(kinds.c.kind, kinds.c.id)):
-        found[kind].append(row_id)
-    return found
-
-
 def deliver_many(model, row_ids):
     """Worker side of `send_many`: each row is claimed and delivered exactly as on its own."""
     if model is Refund:
         return deliver_rows(row_ids, ())
     return deliver_rows((), row_ids)
-
-
-def dispatch_for(cancellation):
-    """After commit: queue the pending outbox rows a cancellation wrote (one task)."""
-    send_rows(*_pending_rows([cancellation.id]))
-
-
-def dispatch_for_batch(cancellation_ids):
-    """After a bulk batch: its pending outbox rows as one task, not one per row."""
-    rows = _pending_rows(cancellation_ids) if cancellation_ids else ((), ())
-    db.session.rollback()
-    send_rows(*rows)
 
 
 def backoff_seconds(attempts):
@@ -554,12 +522,3 @@ def sweep():
             send_many(model, ids[start:start + SWEEP_CHUNK])
         counts[model.__tablename__] = len(ids)
     return counts
-
-
-def manual_queue(query_for_orders):
-    """Cancellations needing a person: failed refunds/notices, stock to reconcile."""
-    return db.session.scalars(
-        query_for_orders(select(Cancellation).join(Order)).where(or_(
-            Cancellation.flag_manual_refund, Cancellation.flag_manual_notification,
-            Cancellation.flag_inventory_reconciliation))
-        .order_by(Cancellation.created_at.desc())).all()
