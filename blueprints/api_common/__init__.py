@@ -7,15 +7,14 @@ from pydantic import BaseModel, ValidationError
 from werkzeug.datastructures import ImmutableMultiDict
 from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge
 
-from cancellation import AuditContext
-from cancellation.audit import record
-from models import ApiToken, db, isoformat, utcnow
-
 from blueprints.api_common import responses as out
 from blueprints.api_common.openapi import documented
 from blueprints.api_common.schemas import TokenRequest
 from blueprints.auth import MESSAGES, api_error, check_credentials
 from blueprints.auth.permissions import is_api_request
+from cancellation import AuditContext
+from cancellation.audit import record
+from models import ApiToken, db, isoformat, utcnow
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -98,7 +97,7 @@ def parse_json(schema, *, optional=False):
                    "message": error["msg"]} for error in exc.errors(include_url=False,
                                                                     include_input=False)]
         raise BadBody("The request body is invalid: " + "; ".join(
-            f"{f['field']}: {f['message']}" for f in fields[:5]), fields)
+            f"{f['field']}: {f['message']}" for f in fields[:5]), fields) from None
 
 
 def _text_problem(value):
@@ -139,7 +138,7 @@ def parse_query(schema):
         fields = [{"field": ".".join(str(p) for p in error["loc"]), "message": error["msg"]}
                   for error in exc.errors(include_url=False, include_input=False)]
         raise BadBody("The query string is invalid: " + "; ".join(
-            f"{f['field']}: {f['message']}" for f in fields[:5]), fields)
+            f"{f['field']}: {f['message']}" for f in fields[:5]), fields) from None
 
 
 def require_token_user():

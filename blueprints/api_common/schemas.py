@@ -3,7 +3,13 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import (
-    BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator, model_validator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    field_validator,
+    model_validator,
 )
 
 from cancellation.reasons import REASON_CODES, REQUEST_CHANNELS

@@ -8,21 +8,30 @@ from flask import flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 from markupsafe import Markup
 
-from cancellation import (
-    CancelDeskError, ConcurrentModification, PartialCancelRequest, ValidationFailed,
-    get_visible_order, maintenance, submit_items,
-)
-from cancellation.partial import describe, preview_items, request_summary
-from cancellation.policy import approval_reasons, cancel_offer
-from cancellation.reasons import CancellationReason
-
 from blueprints.api_common import audit_context
 from blueprints.auth import safe_next
 from blueprints.auth.permissions import requires
 from blueprints.orders import (
-    DOMAIN_FIELDS, bp, cancel_request_from, current_path, load_order, store_now,
+    DOMAIN_FIELDS,
+    bp,
+    cancel_request_from,
+    current_path,
+    load_order,
+    store_now,
 )
 from blueprints.orders.forms import ModifyOrderForm
+from cancellation import (
+    CancelDeskError,
+    ConcurrentModification,
+    PartialCancelRequest,
+    ValidationFailed,
+    get_visible_order,
+    maintenance,
+    submit_items,
+)
+from cancellation.partial import describe, preview_items, request_summary
+from cancellation.policy import approval_reasons, cancel_offer
+from cancellation.reasons import CancellationReason
 
 QUANTITY_PREFIX = "qty-"
 
