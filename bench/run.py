@@ -49,10 +49,11 @@ while a bulk cancel of 10 x BENCH_RSS_ORDERS orders runs until its outbox is del
 same for BENCH_RSS_ORDERS orders (2,000; 0 skips); both run before (a), on a worker that has
 only done (c). worker_rss_mb, the peak over the whole run, is printed without a target.
 
-The floor (b) writes the same rows as perform_full_cancel (orders, order_items, stock_levels
-aggregated per store and product, cancellations, cancellation_items, loyalty_entries, customers,
-refunds, notifications, audit_events, the audit chain head, bulk_job_items and bulk_jobs of a
-job created beforehand) with one INSERT ... SELECT / UPDATE ... FROM per table. Audit hashes are
+The floor (b) writes the same rows as the one writer (cancellation/effects.py) — orders,
+order_items, stock_levels aggregated per store and product, cancellations, cancellation_items,
+loyalty_entries, customers, refunds, notifications, audit_events, the audit chain head,
+bulk_job_items and bulk_jobs of a job created beforehand — with one INSERT ... SELECT / UPDATE
+... FROM per table. Audit hashes are
 a placeholder: the chain is sequential by construction. No task is sent to Celery.
 
 Knobs (environment): BENCH_LIST_ORDERS (1,000,000 background orders in every status),
@@ -431,8 +432,9 @@ def wait_outbox(engine, first, last, timeout, children=None, started=None):
 
 def floor_statements(dialect):
     """The row changes of cancelling every cancellable order in [:lo, :hi], set-based, in the
-    order perform_full_cancel writes them. Audit hashes are a constant placeholder: the chain
-    hash is sequential by construction (each event hashes the one before)."""
+    order the one writer (cancellation/effects.py) writes them. Audit hashes are a constant
+    placeholder: the chain hash is sequential by construction (each event hashes the one
+    before)."""
     open_ = "o.status IN ('pending', 'in_progress', 'on_hold')"
     new = "c.order_id BETWEEN :lo AND :hi AND c.created_at = :now"
     if dialect == "postgresql":

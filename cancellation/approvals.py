@@ -4,9 +4,9 @@ A request holds the exact cancellation to perform (`payload`, a CancelRequest). 
 `service.file_approval_request` (called by every entry point that meets "approval required");
 after commit a worker routes it: the store managers who could cancel the order themselves and the
 admins are told by e-mail, or — when no such manager is active — it is escalated to the admins.
-Approving performs the stored cancellation through `service.perform_full_cancel` AS THE APPROVER,
-under the approver's own policy; rejecting records the comment. The requester hears either way.
-Requests nobody decides expire after the `approval_expiry_hours` setting.
+Approving performs the stored cancellation through `service.perform` (the one writer) AS THE
+APPROVER, under the approver's own policy; rejecting records the comment. The requester hears
+either way. Requests nobody decides expire after the `approval_expiry_hours` setting.
 
 E-mails go through an outbox (ApprovalNotice rows written in the same transaction, delivered by a
 worker through the notification adapter with an idempotency key), like customer notifications.

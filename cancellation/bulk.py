@@ -10,8 +10,8 @@
   store's order, a billing hold, ...) is recorded on its item with its error code and the others
   go on; the task never raises for one, because a raising header task makes Celery skip the
   chord callback. When the database refuses anything in the batch (a constraint, a trigger, a
-  deadlock) the batch is rolled back and its orders are cancelled one transaction each, through
-  `perform_full_cancel`, so that the one bad order fails alone.
+  deadlock) the batch is rolled back and its orders are cancelled one transaction each (the same
+  writer, one order at a time), so that the one bad order fails alone.
 - Everything is safe to run twice (Celery delivers at least once): items are claimed with a
   conditional UPDATE as the first statement of their transaction, so a redelivered or duplicated
   batch skips the orders already done, and a worker killed mid-batch leaves its orders untouched

@@ -13,9 +13,9 @@ What is held while it is on, and why — one rule: nothing changes an order, its
 * Approving a request and reinstating an order are *refused* (503 `maintenance_mode`): both are
   decisions taken on the order as the person sees it now, and running them later on an order that
   may have changed is not what they decided. Nothing is lost — the approval request stays open
-  (approve it again afterwards) and the reinstatement can be asked again. `perform_full_cancel`,
-  `perform_partial_cancel` and `reinstate.reinstate_order` refuse while maintenance is on, so no
-  path slips through.
+  (approve it again afterwards) and the reinstatement can be asked again. `service.perform` (every
+  cancellation's way to the writer) and `reinstate.reinstate_order` refuse while maintenance is
+  on, so no path slips through.
 * Filing or rejecting an approval request, reading, previews and exports go on: they change no
   order, stock or money.
 
