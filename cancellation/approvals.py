@@ -21,6 +21,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from cancellation import outbox
 from cancellation.adapters import DeliveryError, notifier
+from cancellation.approval_requests import CLOSED, OPEN, lock as _lock, move as _move
 from cancellation.audit import SYSTEM, record
 from cancellation.errors import (
     Blocked,
@@ -57,8 +58,6 @@ from models.order import CANCELLABLE_STATUSES
 
 log = logging.getLogger(__name__)
 
-OPEN = ("pending", "escalated")
-CLOSED = ("approved", "rejected", "expired", "stale", "withdrawn")
 COMMENT_MAX = 2000
 
 ROUTE_TASK = "cancel_desk.route_approval_request"
@@ -359,40 +358,6 @@ def _clean_comment(comment, *, required):
             details={"fields": [{"field": "comment",
                                  "message": f"must be at most {COMMENT_MAX} characters"}]})
     return text or None
-
-
-def _lock(approval_id):
-    """Lock a request, and its order first: every path that locks both (cancel, approve,
-    reject, route, expire) takes the order row before the request row, so two of them can
-    never wait on each other in a cycle."""
-
-    order_id = db.session.scalar(select(ApprovalRequest.order_id).where(
-        ApprovalRequest.id == approval_id))
-    if order_id is None:
-        return None
-    lock_order(order_id)
-    return db.session.scalar(
-        select(ApprovalRequest).where(ApprovalRequest.id == approval_id).with_for_update()
-        .execution_options(populate_existing=True))
-
-
-def _move(approval, status, *, allowed=OPEN, only_unrouted=False, **values):
-    """Compare-and-set: move the request to `status` only if it is still in `allowed`.
-
-    One UPDATE ... WHERE status IN (...): of two callers racing (an approve and a reject, two
-    sweeps, a reject and the expiry) exactly one changes the row, on SQLite — where SELECT ...
-    FOR UPDATE is a no-op and writers are serialised by the database lock — as on PostgreSQL.
-    Returns whether this caller won; `approval` then holds the row as written.
-    """
-    db.session.flush()
-    condition = [ApprovalRequest.id == approval.id, ApprovalRequest.status.in_(allowed)]
-    if only_unrouted:
-        condition.append(ApprovalRequest.routed_at.is_(None))
-    won = db.session.execute(
-        update(ApprovalRequest).where(*condition).values(status=status, **values)
-        .execution_options(synchronize_session=False)).rowcount == 1
-    db.session.refresh(approval)
-    return won
 
 
 def _lost_race(approval):

@@ -25,68 +25,29 @@ too, so a lost message (or a switch made elsewhere) still gets the queue process
 import json
 import logging
 
-from flask import current_app, has_request_context, request as http_request
+from flask import current_app
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from cancellation.audit import record
-from cancellation.errors import CancelDeskError
 from cancellation.locks import lock_order
 from cancellation.policy import check_may_cancel, require_visible
+from cancellation.switch import (  # is_on and the error: for this module's callers too
+    SETTING,
+    MaintenanceInProgress,
+    _remember,
+    is_on,
+)
 from models import CancelJob, Setting, db, utcnow
 from models.setting import DEFAULTS
 
 log = logging.getLogger(__name__)
 
-SETTING = "maintenance_mode"
 QUEUED = "queued"
 RELEASE_TASK = "cancel_desk.release_queued"
 # One releaser at a time keeps the queue in creation order; claims keep it exactly-once anyway.
 RELEASE_LOCK = "cancel_desk:maintenance:release"
 RELEASE_LOCK_SECONDS = 300
-
-CANCELLING_PAUSED = ("orders are not cancelled until it ends, so nothing was changed. Approval "
-                     "requests stay open: approve again once maintenance is over.")
-REINSTATING_PAUSED = ("orders are not reinstated until it ends, so nothing was changed. Ask "
-                      "again once maintenance is over.")
-
-
-class MaintenanceInProgress(CancelDeskError):
-    """503: this change waits for the end of maintenance (see the module docstring)."""
-
-    status = 503
-    code = "maintenance_mode"
-
-
-# --- the switch ------------------------------------------------------------------------------
-
-def is_on(fresh=False):
-    """Whether maintenance mode is on. Read once per HTTP request (the base template and every
-    cancel ask), once per `Setting.snapshot()` block (a bulk batch); `fresh` reads the database
-    now (the release and the job runner do, before they act)."""
-    cached = has_request_context() and not fresh
-    if cached and hasattr(http_request, "_cancel_desk_maintenance"):
-        return http_request._cancel_desk_maintenance
-    if fresh:
-        value = db.session.scalar(select(Setting.value).where(Setting.key == SETTING))
-        value = DEFAULTS[SETTING] if value is None else value
-    else:
-        value = Setting.get(SETTING)
-    value = bool(value)
-    _remember(value)
-    return value
-
-
-def _remember(value):
-    if has_request_context():
-        http_request._cancel_desk_maintenance = value
-
-
-def refuse_while_on(why):
-    """Raise MaintenanceInProgress ("Maintenance is in progress: <why>") while it is on."""
-    if is_on():
-        raise MaintenanceInProgress(f"Maintenance is in progress: {why}")
-
 
 def switch(actor, on, context):
     """Turn maintenance mode on or off (audited as `settings.maintenance_mode`). Returns whether
@@ -355,6 +316,6 @@ def _release(lock):
         pass
 
 
-__all__ = ["is_on", "switch", "queue_cancel", "release_queued", "refuse_while_on",
+__all__ = ["is_on", "switch", "queue_cancel", "release_queued",
            "MaintenanceInProgress", "queued_count", "queued_for", "banner",
            "QUEUE_COUNTERS"]

@@ -12,7 +12,7 @@ from datetime import timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm.exc import StaleDataError
 
-from cancellation import maintenance
+from cancellation import switch
 from cancellation.audit import record
 from cancellation.errors import Blocked, ConcurrentModification, Forbidden, InvalidState
 from cancellation.locks import lock_order
@@ -106,7 +106,7 @@ def reinstate_order(order_id, actor, *, reason, restore_previous_state=True, con
             raise Forbidden("You do not have permission to reinstate orders.")
         # Refused here, not queued: a reinstatement is decided on the order as it is now (see
         # cancellation/maintenance.py); here, so that every caller refuses it the same way.
-        maintenance.refuse_while_on(maintenance.REINSTATING_PAUSED)
+        switch.refuse_while_on(switch.REINSTATING_PAUSED)
         eligibility = reinstate_eligibility(order)
         if not eligibility.eligible:
             codes = {r["code"] for r in eligibility.reasons}

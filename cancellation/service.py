@@ -12,7 +12,7 @@ from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import aliased
 from sqlalchemy.orm.exc import StaleDataError
 
-from cancellation import effects, maintenance, oversight
+from cancellation import effects, maintenance, oversight, switch
 from cancellation.audit import AuditContext, record
 from cancellation.errors import ConcurrentModification, InvalidState, NotFound, ValidationFailed
 from cancellation.locks import lock_order, plans_for
@@ -251,7 +251,7 @@ def perform(order, actor, request, context, lines=None):
     written (its `cancellation_id` is the new cancellation's)."""
     # While maintenance is on, cancellations are queued (maintenance.queue_cancel); whatever
     # still reaches this point (an approval decision, a job already in flight) is refused.
-    maintenance.refuse_while_on(maintenance.CANCELLING_PAUSED)
+    switch.refuse_while_on(switch.CANCELLING_PAUSED)
     [plan] = effects.write(plans_for([(order, request, lines)]), actor, context)
     return plan
 
