@@ -198,8 +198,11 @@ def running_bulk_job(app, factory, orders=6):
     order_ids = [factory.order(store_id, [(product_id, 1, 1000)]) for _ in range(orders)]
     with app.app_context():
         now = utcnow()
+        # Dispatched just now, as `bulk.dispatch` leaves a job: never dispatched, a live worker's
+        # watchdog would take its items at once and race the calls under test.
         job = BulkJob(user_id=user_id, reason="inventory_issues", total=orders,
-                      status="running", source="api_v1", created_at=now, started_at=now)
+                      status="running", source="api_v1", created_at=now, started_at=now,
+                      dispatched_at=now)
         db.session.add(job)
         db.session.flush()
         items = [BulkJobItem(job_id=job.id, order_id=order_id, status="pending", attempts=0)
