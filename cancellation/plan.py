@@ -22,8 +22,11 @@ The arithmetic (`split`) is a pure function of integers:
   a fully paid order exactly what the total went down by, so paid - refunded is always the
   order's total. Integer floors only, no floats.
 * The cancellation that leaves nothing open takes everything that is left — the whole paid
-  remainder, the totals and every point not yet settled — so an order cancelled piece by piece,
-  in any order, ends with exactly the refund, totals, points and stock of one full cancel.
+  remainder, the value still open and every point not yet settled — and puts the order's totals
+  back to what it was placed for (what is left plus what earlier cancellations took; each
+  cancellation records the value it took). So an order cancelled piece by piece, in any order,
+  ends with exactly the refund, totals, points and stock of one full cancel, and a cancelled
+  order shows what it was worth.
 
 (The order row keeps only its current tax and discount, not the placed ones, so those two cannot
 be recomputed from the placed figures: a different order of partial cancels can round a cent
