@@ -78,31 +78,11 @@ def record(actor, action, *, target_type, target_id=None, store_id=None, order_i
     return event
 
 
-def record_many(actor, action, events, *, target_type, context=None):
-    """Append one event per dict of `events` (target_id, store_id, order_id, before, after and,
-    optionally, created_at: when it happened) in a single INSERT: a bulk batch's cancellations,
-    chained in the given order. Take this lock last. Returns how many were appended."""
-    if not events:
-        return 0
-    context = context or SYSTEM
-    head = _lock_head()
-    cursor = SimpleNamespace(seq=head.seq, hash=head.hash)
-    rows = []
-    for given in events:
-        row = SimpleNamespace(**_event_values(
-            actor, action, target_type, given.get("target_id"), given.get("store_id"),
-            given.get("order_id"), given.get("before"), given.get("after"), context,
-            given.get("created_at")))
-        _chain(row, cursor)
-        rows.append(vars(row))
-    _append(head, rows)
-    return len(rows)
-
-
 def record_each(actor, events, *, context=None):
     """Append one event per dict of `events` (action, target_type, target_id, store_id,
-    order_id, before, after) — each its own action — in a single INSERT, chained in the given
-    order: what one outbox delivery settled. Take this lock last. Returns how many."""
+    order_id, before, after and, optionally, created_at: when it happened) — each its own
+    action — in a single INSERT, chained in the given order: what one outbox delivery settled,
+    a bulk batch's cancellations. Take this lock last. Returns how many."""
     if not events:
         return 0
     context = context or SYSTEM
@@ -113,7 +93,7 @@ def record_each(actor, events, *, context=None):
         row = SimpleNamespace(**_event_values(
             actor, given["action"], given["target_type"], given.get("target_id"),
             given.get("store_id"), given.get("order_id"), given.get("before"),
-            given.get("after"), context))
+            given.get("after"), context, given.get("created_at")))
         _chain(row, cursor)
         rows.append(vars(row))
     _append(head, rows)

@@ -21,7 +21,7 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm.attributes import set_committed_value
 
 from cancellation import outbox
-from cancellation.audit import record_many
+from cancellation.audit import record_each
 from cancellation.errors import ConcurrentModification
 from cancellation.transactions import after_commit
 from models import (
@@ -213,13 +213,12 @@ def _move_balances(plans):
 
 
 def _audit(plans, actor, context):
-    """One event per cancellation, appended to the chain in the plans' order."""
-    for action, group in groupby(plans, key=lambda plan: plan.action):
-        record_many(actor, action, [
-            {"target_id": plan.order_id, "store_id": plan.store_id, "order_id": plan.order_id,
-             "before": plan.before, "after": plan.after(), "created_at": plan.now}
-            for plan in group],
-            target_type="order", context=context)
+    """One event per cancellation, appended to the chain in the plans' order (one INSERT)."""
+    record_each(actor, [
+        {"action": plan.action, "target_type": "order", "target_id": plan.order_id,
+         "store_id": plan.store_id, "order_id": plan.order_id, "before": plan.before,
+         "after": plan.after(), "created_at": plan.now}
+        for plan in plans], context=context)
 
 
 def _sync_session(plans):

@@ -16,8 +16,8 @@ def commit_keeping(*objects):
     For rows the caller locked or wrote in this transaction, and reads again right after the
     commit: what they hold is what was committed, and loading them again would only repeat it.
     Values changed behind an object's back (an UPDATE statement) are not what it holds: leave
-    such objects out. The caller expires them (`expire`) once done, so that nothing read later
-    in the same session can see them as they were.
+    such objects out, or make them hold what was written (`effects` does, for the orders and
+    items it writes).
     """
     kept = {inspect(_unproxied(obj), raiseerr=False) for obj in objects}
     session = db.session()
@@ -31,15 +31,6 @@ def commit_keeping(*objects):
         for obj in list(session.identity_map.values()):
             if inspect(obj) not in kept:
                 session.expire(obj)
-
-
-def expire(*objects):
-    """Expire what commit_keeping kept: loaded again when next used, as after any commit."""
-    session = db.session()
-    for obj in objects:
-        state = inspect(_unproxied(obj), raiseerr=False)
-        if state is not None and state.session is session:
-            session.expire(state.obj())
 
 
 def _unproxied(obj):
