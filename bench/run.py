@@ -632,7 +632,24 @@ def run_floor(engine, data):
 # --- processes ---------------------------------------------------------------------------------
 
 def start_processes(children, env, folder, settings, port):
+    import secrets
+
     from commands import serve
+    from sandbox_processor import control as sandbox
+
+    # The payment processor refunds go to: a sandbox of the bench's own (its ledger in the
+    # bench's folder), outside the CPU meter's groups — it stands for the far side.
+    sandbox_port, sandbox_key = serve.free_port(), secrets.token_urlsafe(32)
+    sandbox_url = f"http://127.0.0.1:{sandbox_port}"
+    out = open(folder / "sandbox-processor.log", "ab")
+    log(f"starting sandbox processor on {sandbox_url}  (log: {out.name})")
+    children.processes["sandbox processor"] = subprocess.Popen(
+        sandbox.argv(sandbox_port, folder / "sandbox-processor.sqlite"),
+        env=dict(env, SANDBOX_PROCESSOR_KEY=sandbox_key), cwd=str(config.ROOT), stdout=out,
+        stderr=subprocess.STDOUT, start_new_session=True)
+    out.close()
+    sandbox.wait_ready(sandbox_url, children.processes["sandbox processor"])
+    env.update(PAYMENT_PROCESSOR_URL=sandbox_url, PAYMENT_PROCESSOR_KEY=sandbox_key)
 
     worker_argv = serve.worker_argv(
         "--concurrency", str(settings.concurrency), "--loglevel", settings.log_level,

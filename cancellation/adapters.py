@@ -1,26 +1,27 @@
-"""The two external parties: a payment gateway for refunds, a channel for customer messages.
+"""The two external parties: a payment processor for refunds, a channel for customer messages.
 
-Production replaces these classes (configured by PAYMENT_GATEWAY / NOTIFIER); the shipped ones
-are a simulated gateway and an e-mail adapter writing to a mailbox the panel shows. Both honour an
-idempotency key, as real gateways do, and both can be made to fail on demand (`flask simulate`),
-so the failure paths can be tried by hand and are tested.
+Refunds go over HTTP to a payment processor (`cancellation/processor.py`, configured by
+PAYMENT_PROCESSOR_URL / _KEY); `make run`, the tests and the bench start a sandbox processor
+(`sandbox_processor/`) as a process of its own. Messages go to an e-mail adapter writing to a
+mailbox the panel shows. Both honour an idempotency key, and both can be made to fail on demand
+(`flask simulate`): the mail relay here, the processor at the sandbox's control endpoint.
 
-They commit in their own connection: the far side of a network call does not roll back with us.
+The mailbox commits in its own connection: the far side of a network call does not roll back
+with us.
 """
-import secrets
-
 from flask import current_app
 from sqlalchemy import insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from models import MailMessage, SimulatedPayout, db
+from cancellation.processor import Declined, DeliveryError, OutcomeUnknown, ProcessorClient
+from models import MailMessage, db
+from sandbox_processor.control import SandboxControl
+
+__all__ = ["Declined", "DeliveryError", "OutcomeUnknown", "EmailOutboxNotifier",
+           "ProcessorClient", "failures_left", "notifier", "payment_gateway", "set_failures"]
 
 FAIL_KEY = "cancel-desk:simulate:fail:{kind}"
-
-
-class DeliveryError(Exception):
-    """The external party refused or could not be reached; the caller retries."""
 
 
 def _redis():
@@ -28,12 +29,29 @@ def _redis():
 
 
 def set_failures(kind, times):
-    """Make the next `times` calls of `kind` ('refund' or 'notification') fail; -1: always."""
+    """Make the next `times` calls of `kind` ('refund' or 'notification') fail; -1: always.
+    Refunds are declined by the sandbox processor (its control endpoint), notices here."""
+    if kind == "refund":
+        if times:
+            _sandbox().set("decline", times=int(times))
+        else:
+            _sandbox().reset()
+        return
     _redis().set(FAIL_KEY.format(kind=kind), int(times))
 
 
 def failures_left(kind):
+    if kind == "refund":
+        behaviour = _sandbox().behaviour()
+        return behaviour["times"] if behaviour["mode"] == "decline" else 0
     return int(_redis().get(FAIL_KEY.format(kind=kind)) or 0)
+
+
+def _sandbox():
+    config = current_app.config
+    if not config.get("PAYMENT_PROCESSOR_URL"):
+        raise RuntimeError("PAYMENT_PROCESSOR_URL is not set: no sandbox processor to drive")
+    return SandboxControl(config["PAYMENT_PROCESSOR_URL"], config["PAYMENT_PROCESSOR_KEY"])
 
 
 def _consume_failure(kind):
@@ -71,18 +89,6 @@ def _insert_once(model, values):
 _INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
-class SimulatedGateway:
-    """Pays refunds into a ledger table; the same key never pays twice."""
-
-    def refund(self, *, idempotency_key, amount_cents, order_number, method=None):
-        if _consume_failure("refund"):
-            raise DeliveryError("simulated gateway: refund declined (failure injected)")
-        row = _insert_once(SimulatedPayout, {
-            "idempotency_key": idempotency_key, "amount_cents": amount_cents,
-            "reference": "sim_re_" + secrets.token_hex(8)})
-        return row.reference
-
-
 class EmailOutboxNotifier:
     """Writes each message once to the mailbox table (what an SMTP relay would receive)."""
 
@@ -96,7 +102,15 @@ class EmailOutboxNotifier:
 
 
 def payment_gateway():
-    return current_app.extensions.get("payment_gateway") or SimulatedGateway()
+    """The app's processor client, made once per app (its HTTP session pools connections)."""
+    gateway = current_app.extensions.get("payment_gateway")
+    if gateway is None:
+        if not current_app.config.get("PAYMENT_PROCESSOR_URL"):
+            raise RuntimeError("PAYMENT_PROCESSOR_URL is not set: refunds go to a payment "
+                               "processor over HTTP (`make run` starts a sandbox one)")
+        gateway = current_app.extensions.setdefault(
+            "payment_gateway", ProcessorClient.from_config(current_app.config))
+    return gateway
 
 
 def notifier():

@@ -3,6 +3,7 @@
 Tools, not a part of the web app: the app factory adds them to `app.cli` (register). The
 benchmark harness is not here either: it is `bench/` at the top of the repository (`make bench`),
 outside the installed packages."""
+import json
 import os
 from datetime import timedelta
 
@@ -157,7 +158,7 @@ def create_token(email, name, days):
 
 # -- simulate ------------------------------------------------------------------------------------
 
-simulate_cli = AppGroup("simulate", help="Make the simulated payment gateway or mail relay "
+simulate_cli = AppGroup("simulate", help="Make the sandbox payment processor or the mail relay "
                                             "fail, to try the failure paths.")
 cli.add_command(simulate_cli)
 
@@ -168,10 +169,13 @@ cli.add_command(simulate_cli)
 @click.option("--always", is_flag=True, help="Fail every call until --off.")
 @click.option("--off", is_flag=True, help="Stop failing.")
 def simulate_failures(kind, times, always, off):
-    """Inject failures into the simulated refund gateway or notification channel."""
+    """Inject failures into the sandbox payment processor (refunds are declined) or the
+    notification channel."""
     from cancellation.adapters import failures_left, set_failures
 
     _use_running_embedded_redis()
+    if kind == "refund":
+        _use_running_sandbox()
     chosen = [name for name, on in (("--times", times is not None), ("--always", always),
                                     ("--off", off)) if on]
     if len(chosen) != 1:
@@ -181,6 +185,20 @@ def simulate_failures(kind, times, always, off):
     state = "every call fails" if left < 0 else f"the next {left} call(s) fail" if left \
         else "no failures injected"
     click.echo(f"Simulated {kind} failures: {state}.")
+
+
+def _use_running_sandbox():
+    """Without PAYMENT_PROCESSOR_URL, drive the sandbox processor of a running `flask serve`."""
+    from commands.serve import SANDBOX_FILE
+
+    if current_app.config.get("PAYMENT_PROCESSOR_URL"):
+        return
+    if not SANDBOX_FILE.exists():
+        raise click.ClickException("no sandbox payment processor: start `make run` first, or "
+                                   "set PAYMENT_PROCESSOR_URL and PAYMENT_PROCESSOR_KEY")
+    found = json.loads(SANDBOX_FILE.read_text())
+    current_app.config.update(PAYMENT_PROCESSOR_URL=found["url"],
+                              PAYMENT_PROCESSOR_KEY=found["key"])
 
 
 def _use_running_embedded_redis():

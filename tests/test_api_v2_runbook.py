@@ -198,7 +198,9 @@ def test_procedure_2_preview_cancellation_impact(op):
     assert {p: (line["quantity"], line["returns_to_stock"]) for p, line in lines.items()} == {
         op.flower: (2, True), op.edible: (3, True)}
     assert preview["units_to_return"] == 5 and preview["inventory_reconciliation"] is False
-    assert preview["refund"] == {"amount": "107.25", "method": "card", "will_refund": True}
+    assert preview["refund"] == {"amount": "107.25", "method": "card", "will_refund": True,
+                                 "split": [{"tender": "card", "paid_in": "card",
+                                            "amount": "107.25", "how": "processor"}]}
     assert preview["loyalty"] == {"points_to_restore": 100, "points_to_reverse": 40}
     [notice] = preview["notifications"]
     assert notice["channel"] == "email" and notice["template"] == "order_full_cancelled"
@@ -249,12 +251,13 @@ def test_procedure_4_wait_for_async_processing(op):
 # --- Rollback procedure -----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def rollback(op):
-    """Order B: on hold, paid, with points; cancelled by the procedure while the payment gateway
+def rollback(op, processor):
+    """Order B: on hold, paid, with points; cancelled by the procedure while the payment processor
     declines, so its refund is still unpaid (failed, out of automatic retries) when the
-    operator rolls back. The gateway is switched back on before any other step runs."""
-    from cancellation.adapters import set_failures
+    operator rolls back. The processor (the sandbox) is switched back on before any other step
+    runs."""
     from models import Refund, db
+    from sandbox_processor.control import SandboxControl
 
     # Order A's refund must go out normally first (post-check 2 waits for it).
     wait_for(lambda: billing_state(op, op.order) == ["succeeded"], timeout=30, interval=0.3,
@@ -265,8 +268,8 @@ def rollback(op):
                        points_redeemed=80)
     start = {"available": {p: op.available(p) for p in (op.flower, op.edible)},
              "points": op.points(customer), "state": order_state(op.app, order)}
-    with op.app.app_context():
-        set_failures("refund", -1)
+    sandbox = SandboxControl(processor.url, processor.key)
+    sandbox.set("decline", times=-1)
     try:
         response = v2_cancel(op.client, order, op.token, user_id=op.user)
         assert response.status_code == 202, response.json
@@ -279,9 +282,12 @@ def rollback(op):
                 return refund.status == "failed" and refund.attempts >= max_attempts \
                     and refund.next_attempt_at is None
         wait_for(gave_up, timeout=30, interval=0.3, message="order B's refund to fail for good")
-    finally:
         with op.app.app_context():
-            set_failures("refund", 0)
+            key = db.session.scalar(db.select(Refund.idempotency_key).where(
+                Refund.order_id == order))
+        assert sandbox.refunds(key) == []  # declined every time: nothing paid
+    finally:
+        sandbox.reset()
     return {"order": order, "customer": customer, **start}
 
 

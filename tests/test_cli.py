@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from conftest import bearer
+from conftest import SandboxProcessor, bearer
 
 DEMO_USERS = {
     "admin@demo.test": ("admin", set()),
@@ -25,7 +25,16 @@ OPEN = ("pending", "in_progress", "on_hold")
 
 
 @pytest.fixture(scope="module")
-def demo_app(tmp_path_factory, redis_url):
+def demo_processor(tmp_path_factory):
+    """A sandbox processor of this module's own: `simulate failures --kind refund` drives it,
+    and the session worker's refunds must not take the declines it injects."""
+    running = SandboxProcessor(tmp_path_factory.mktemp("demo-processor")).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def demo_app(tmp_path_factory, redis_url, demo_processor):
     from celery import current_app as default_celery
     from flask_migrate import upgrade
 
@@ -35,7 +44,8 @@ def demo_app(tmp_path_factory, redis_url):
     own_redis = redis_url.rsplit("/", 1)[0] + "/15"
     previous_celery = default_celery._get_current_object()
     app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{folder / 'seed.sqlite'}",
-                      "REDIS_URL": own_redis}, env="testing")
+                      "REDIS_URL": own_redis, "PAYMENT_PROCESSOR_URL": demo_processor.url,
+                      "PAYMENT_PROCESSOR_KEY": demo_processor.key}, env="testing")
     previous_celery.set_default()  # creating an app made its Celery the process default
     with app.app_context():
         upgrade()
@@ -222,15 +232,23 @@ def test_tokens_create_prints_a_working_token(demo_app):
     assert unknown.exit_code != 0
 
 
-def test_simulate_failures(demo_app):
+def test_simulate_failures(demo_app, demo_processor):
+    """Refund failures are declines of the sandbox processor; notification failures the mail
+    relay's."""
     from cancellation.adapters import failures_left
+    from sandbox_processor.control import SandboxControl
 
     runner = demo_app.test_cli_runner()
+    sandbox = SandboxControl(demo_processor.url, demo_processor.key)
     try:
         result = runner.invoke(args=["simulate", "failures", "--kind", "refund", "--times", "3"])
         assert result.exit_code == 0, result.output
+        assert "the next 3 call(s) fail" in result.output
+        assert sandbox.behaviour() == {"mode": "decline", "times": 3, "delay_s": 3.0}
         with demo_app.app_context():
             assert failures_left("refund") == 3
+        runner.invoke(args=["simulate", "failures", "--kind", "refund", "--always"])
+        assert sandbox.behaviour()["times"] == -1
         runner.invoke(args=["simulate", "failures", "--kind", "notification", "--always"])
         with demo_app.app_context():
             assert failures_left("notification") == -1
@@ -242,6 +260,7 @@ def test_simulate_failures(demo_app):
             runner.invoke(args=["simulate", "failures", "--kind", kind, "--off"])
     with demo_app.app_context():
         assert failures_left("refund") == failures_left("notification") == 0
+    assert sandbox.behaviour()["mode"] == "normal"
 
 
 def test_demo_orders_adds_open_orders_with_their_stock_reserved(demo_app):

@@ -10,14 +10,23 @@ from conftest import assert_api_error, bearer, cancel, wait_for
 
 
 @pytest.fixture
-def failures(app, worker):
-    """set_failures(kind, times) on the shared simulated gateway, always switched off after."""
+def failures(app, worker, sandbox):
+    """failures(kind, times): the sandbox processor declines the next `times` refunds (-1: all),
+    or the mail relay fails that many notices; always switched off after."""
     from cancellation.adapters import set_failures
 
     wait_outbox_idle(app)  # earlier tests' deliveries must not consume the injected failures
+
+    def inject(kind, times):
+        if kind != "refund":
+            set_failures(kind, times)
+        elif times:
+            sandbox.set("decline", times=times)
+        else:
+            sandbox.reset()
+
     with app.app_context():
-        yield lambda kind, times: set_failures(kind, times)
-        set_failures("refund", 0)
+        yield inject
         set_failures("notification", 0)
 
 
@@ -51,6 +60,20 @@ def rows(app, model, **where):
         return [dict(r.__dict__) for r in db.session.scalars(query)]
 
 
+def refund_keys(app, order_id):
+    """The idempotency keys of an order's refunds, as the outbox wrote them."""
+    from models import Refund, db
+
+    with app.app_context():
+        return db.session.scalars(db.select(Refund.idempotency_key).where(
+            Refund.order_id == order_id).order_by(Refund.id)).all()
+
+
+def payouts(sandbox, keys):
+    """The sandbox processor's ledger rows paid under `keys`."""
+    return [row for key in keys for row in sandbox.refunds(key)]
+
+
 def audit_actions(app, order_id, prefix):
     from models import AuditEvent, db
 
@@ -61,8 +84,9 @@ def audit_actions(app, order_id, prefix):
             .order_by(AuditEvent.seq))]
 
 
-def test_refund_and_notification_each_delivered_exactly_once(app, client, factory, worker):
-    from models import MailMessage, SimulatedPayout
+def test_refund_and_notification_each_delivered_exactly_once(app, client, factory, worker,
+                                                             sandbox):
+    from models import MailMessage
 
     shop = factory.shop(role="admin", quantity=2, price_cents=4000)  # 80.00 + 8.00 tax
     response = cancel(client, shop["order_id"], shop["token"])
@@ -76,9 +100,10 @@ def test_refund_and_notification_each_delivered_exactly_once(app, client, factor
         return order if done else None
 
     order = wait_for(delivered, message="refund and notification delivered")
-    payouts = rows(app, SimulatedPayout, idempotency_key=f"refund-cancellation-{cancellation_id}")
-    assert len(payouts) == 1 and payouts[0]["amount_cents"] == 8800
-    assert order["refunds"][0]["gateway_reference"] == payouts[0]["reference"]
+    keys = refund_keys(app, shop["order_id"])
+    paid = payouts(sandbox, keys)
+    assert len(paid) == 1 and paid[0]["amount_cents"] == 8800
+    assert order["refunds"][0]["gateway_reference"] == paid[0]["id"]
     assert order["refunds"][0]["attempts"] == 1
     mails = rows(app, MailMessage, idempotency_key=f"notify-cancellation-{cancellation_id}")
     assert len(mails) == 1
@@ -88,16 +113,13 @@ def test_refund_and_notification_each_delivered_exactly_once(app, client, factor
     assert order["flags"] == {"inventory_reconciliation": False, "manual_refund": False,
                               "manual_notification": False}
     time.sleep(1.5)  # a sweep runs every second: it must not deliver again
-    assert len(rows(app, SimulatedPayout,
-                    idempotency_key=f"refund-cancellation-{cancellation_id}")) == 1
+    assert len(payouts(sandbox, keys)) == 1
     assert len(rows(app, MailMessage,
                     idempotency_key=f"notify-cancellation-{cancellation_id}")) == 1
 
 
 def test_refund_failing_twice_is_retried_with_backoff_and_succeeds(app, client, factory,
-                                                                   failures):
-    from models import SimulatedPayout
-
+                                                                   failures, sandbox):
     failures("refund", 2)
     shop = factory.shop(role="admin")
     response = cancel(client, shop["order_id"], shop["token"])
@@ -115,13 +137,12 @@ def test_refund_failing_twice_is_retried_with_backoff_and_succeeds(app, client, 
     assert order["status"] == "cancelled"
     assert audit_actions(app, shop["order_id"], "refund.") == [
         ("refund.failed", 1), ("refund.failed", 2), ("refund.succeeded", 3)]
-    assert len(rows(app, SimulatedPayout, reference=refund["gateway_reference"])) == 1
+    assert [row["id"] for row in payouts(sandbox, refund_keys(app, shop["order_id"]))] == [
+        refund["gateway_reference"]]
 
 
 def test_refund_failing_for_good_stops_then_manual_retry_pays_once(app, client, factory,
-                                                                   failures):
-    from models import SimulatedPayout
-
+                                                                   failures, sandbox):
     max_attempts = app.config["DELIVERY_MAX_ATTEMPTS"]
     failures("refund", -1)
     shop = factory.shop(role="store_manager")
@@ -137,6 +158,7 @@ def test_refund_failing_for_good_stops_then_manual_retry_pays_once(app, client, 
     assert order["flags"]["manual_refund"] is True
     assert order["status"] == "cancelled"
     assert "declined" in order["refunds"][0]["last_error"]
+    assert payouts(sandbox, refund_keys(app, shop["order_id"])) == []
     time.sleep(2.5)  # longer than a sweep interval plus the last back-off: no more attempts
     order = get_order(client, shop["token"], shop["order_id"])
     assert order["refunds"][0]["attempts"] == max_attempts
@@ -154,8 +176,8 @@ def test_refund_failing_for_good_stops_then_manual_retry_pays_once(app, client, 
     order = wait_for(paid, message="the manual retry to pay")
     assert order["refunds"][0]["attempts"] == max_attempts + 1
     assert order["flags"]["manual_refund"] is False
-    assert len(rows(app, SimulatedPayout,
-                    reference=order["refunds"][0]["gateway_reference"])) == 1
+    assert [row["id"] for row in payouts(sandbox, refund_keys(app, shop["order_id"]))] == [
+        order["refunds"][0]["gateway_reference"]]
 
     # Once paid, another click changes nothing and pays nothing.
     again = client.post(f"/api/v1/orders/{shop['order_id']}/refund",
@@ -164,9 +186,7 @@ def test_refund_failing_for_good_stops_then_manual_retry_pays_once(app, client, 
     time.sleep(0.5)
     order = get_order(client, shop["token"], shop["order_id"])
     assert order["refunds"][0]["attempts"] == max_attempts + 1
-    cancellation_id = order["cancellations"][0]["id"]
-    assert len(rows(app, SimulatedPayout,
-                    idempotency_key=f"refund-cancellation-{cancellation_id}")) == 1
+    assert len(payouts(sandbox, refund_keys(app, shop["order_id"]))) == 1
 
 
 def test_notification_failing_for_good_then_manual_resend(app, client, factory, failures):
@@ -216,8 +236,8 @@ def test_manual_retry_of_an_order_not_cancelled_is_invalid_state(client, factory
     assert_api_error(response, 400, "invalid_state")
 
 
-def test_lost_tasks_are_delivered_by_the_sweep(app, client, factory, worker):
-    from models import MailMessage, Notification, Refund, SimulatedPayout, db, utcnow
+def test_lost_tasks_are_delivered_by_the_sweep(app, client, factory, worker, sandbox):
+    from models import MailMessage, Notification, Refund, db, utcnow
 
     shop = factory.shop(role="admin", status="cancelled")
     key = f"lost-{factory._unique()}"
@@ -236,13 +256,14 @@ def test_lost_tasks_are_delivered_by_the_sweep(app, client, factory, worker):
             [n["status"] for n in order["notifications"]] == ["succeeded", "sent"]
 
     wait_for(delivered, message="the sweep to deliver lost outbox rows")
-    payouts = rows(app, SimulatedPayout, idempotency_key=f"refund-{key}")
-    assert len(payouts) == 1 and payouts[0]["amount_cents"] == 1234
+    paid = sandbox.refunds(f"refund-{key}")
+    assert len(paid) == 1 and paid[0]["amount_cents"] == 1234
     assert len(rows(app, MailMessage, idempotency_key=f"notify-{key}")) == 1
 
 
-def test_the_same_refund_task_dispatched_five_times_pays_once(app, client, factory, worker):
-    from models import Refund, SimulatedPayout, db
+def test_the_same_refund_task_dispatched_five_times_pays_once(app, client, factory, worker,
+                                                              sandbox):
+    from models import Refund, db
 
     shop = factory.shop(role="admin", status="cancelled")
     key = f"refund-dup-{factory._unique()}"
@@ -258,11 +279,11 @@ def test_the_same_refund_task_dispatched_five_times_pays_once(app, client, facto
     wait_for(lambda: rows(app, Refund, id=refund_id)[0]["status"] == "succeeded",
              message="the refund to be paid")
     time.sleep(1.0)  # let the other four deliveries run
-    assert len(rows(app, SimulatedPayout, idempotency_key=key)) == 1
+    assert len(sandbox.refunds(key)) == 1
     assert rows(app, Refund, id=refund_id)[0]["status"] == "succeeded"
 
 
-def test_twelve_concurrent_cancels_cancel_once(app, factory, worker):
+def test_twelve_concurrent_cancels_cancel_once(app, factory, worker, sandbox):
     from cancellation import verify_chain
     from models import (
         AuditEvent,
@@ -272,7 +293,6 @@ def test_twelve_concurrent_cancels_cancel_once(app, factory, worker):
         MailMessage,
         Notification,
         Refund,
-        SimulatedPayout,
         StockLevel,
         db,
     )
@@ -326,8 +346,7 @@ def test_twelve_concurrent_cancels_cancel_once(app, factory, worker):
     wait_for(lambda: rows(app, Refund, order_id=order_id)[0]["status"] == "succeeded"
              and rows(app, Notification, order_id=order_id)[0]["status"] == "succeeded",
              message="the single refund and notice delivered")
-    assert len(rows(app, SimulatedPayout,
-                    idempotency_key=f"refund-cancellation-{cancellation_id}")) == 1
+    assert len(payouts(sandbox, refund_keys(app, order_id))) == 1
     assert len(rows(app, MailMessage,
                     idempotency_key=f"notify-cancellation-{cancellation_id}")) == 1
 

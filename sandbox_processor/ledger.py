@@ -1,0 +1,143 @@
+"""The sandbox processor's books: refunds and charges paid, and the failure it is told to fake.
+
+One SQLite file (WAL, so readers never wait for the writer; busy_timeout, so concurrent writers
+queue instead of failing). Every request opens its own connection: the server is threaded, and
+a sqlite3 connection belongs to one thread.
+"""
+import hashlib
+import json
+import secrets
+import sqlite3
+import time
+from contextlib import closing
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS refunds (
+    id TEXT PRIMARY KEY,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    amount_cents INTEGER NOT NULL,
+    currency TEXT NOT NULL,
+    tender TEXT NOT NULL,
+    payment_reference TEXT,
+    order_number TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS charges (
+    id TEXT PRIMARY KEY,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    amount_cents INTEGER NOT NULL,
+    currency TEXT NOT NULL,
+    tender TEXT NOT NULL,
+    payment_reference TEXT,
+    order_number TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS behaviour (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    mode TEXT NOT NULL,
+    times INTEGER NOT NULL,
+    delay_s REAL NOT NULL
+);
+INSERT OR IGNORE INTO behaviour (id, mode, times, delay_s) VALUES (1, 'normal', 0, 3.0);
+"""
+
+# The kinds of payout, each its own table, and the prefix of its ids.
+KINDS = {"refunds": "re_", "charges": "ch_"}
+COLUMNS = ("id", "idempotency_key", "amount_cents", "currency", "tender", "payment_reference",
+           "order_number", "request_hash", "created_at")
+MODES = ("normal", "decline", "error", "timeout_before_commit", "timeout_after_commit", "slow")
+
+
+class KeyReused(Exception):
+    """The idempotency key was used before with another request."""
+
+
+class Ledger:
+    def __init__(self, path):
+        self.path = str(path)
+        with closing(self.connect()) as connection:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.executescript(SCHEMA)
+
+    def connect(self):
+        # Autocommit: each statement is its own transaction, which is all this needs.
+        connection = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+        connection.execute("PRAGMA busy_timeout = 10000")
+        connection.row_factory = sqlite3.Row
+        return connection
+
+    def pay(self, kind, key, request, request_hash):
+        """Record a payout once per key: (object, created). The same key with another request
+        raises KeyReused; nothing is paid twice, however many threads ask at once (the UNIQUE
+        constraint decides)."""
+        table = _table(kind)
+        row = {"id": KINDS[kind] + secrets.token_hex(12), "idempotency_key": key,
+               "request_hash": request_hash,
+               "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **request}
+        with closing(self.connect()) as connection:
+            inserted = connection.execute(
+                f"INSERT INTO {table} ({', '.join(COLUMNS)}) VALUES "
+                f"({', '.join(':' + c for c in COLUMNS)}) "
+                "ON CONFLICT (idempotency_key) DO NOTHING", row).rowcount
+            stored = connection.execute(f"SELECT * FROM {table} WHERE idempotency_key = ?",
+                                        (key,)).fetchone()
+        if stored["request_hash"] != request_hash:
+            raise KeyReused(key)
+        return dict(stored), bool(inserted)
+
+    def find(self, kind, key):
+        with closing(self.connect()) as connection:
+            row = connection.execute(f"SELECT * FROM {_table(kind)} WHERE idempotency_key = ?",
+                                     (key,)).fetchone()
+        return dict(row) if row else None
+
+    def rows(self, kind, key=None, prefix=None):
+        query, params = f"SELECT * FROM {_table(kind)} WHERE 1 = 1", []
+        if key is not None:
+            query += " AND idempotency_key = ?"
+            params.append(key)
+        if prefix is not None:
+            query += " AND substr(idempotency_key, 1, ?) = ?"
+            params += [len(prefix), prefix]
+        with closing(self.connect()) as connection:
+            return [dict(r) for r in connection.execute(query + " ORDER BY created_at, id",
+                                                        params)]
+
+    # -- the failure to fake -------------------------------------------------------------------
+
+    def behaviour(self):
+        with closing(self.connect()) as connection:
+            row = connection.execute("SELECT mode, times, delay_s FROM behaviour").fetchone()
+        mode = row["mode"] if row["times"] != 0 else "normal"
+        return {"mode": mode, "times": row["times"] if mode != "normal" else 0,
+                "delay_s": row["delay_s"]}
+
+    def set_behaviour(self, mode, times, delay_s):
+        with closing(self.connect()) as connection:
+            connection.execute("UPDATE behaviour SET mode = ?, times = ?, delay_s = ?",
+                               ("normal", 0, delay_s) if mode == "normal"
+                               else (mode, times, delay_s))
+
+    def take_behaviour(self):
+        """The faked failure this call gets, counted off in one statement (so two threads never
+        both take the last one): (mode, delay_s); mode "normal" when none is left."""
+        with closing(self.connect()) as connection:
+            row = connection.execute(
+                "UPDATE behaviour SET times = CASE WHEN times > 0 THEN times - 1 ELSE times END "
+                "WHERE mode != 'normal' AND times != 0 RETURNING mode, delay_s").fetchone()
+        return (row["mode"], row["delay_s"]) if row else ("normal", 0.0)
+
+
+def request_hash(request):
+    """SHA-256 of the request's fields (not of its bytes: the same request sent with other
+    whitespace or key order is the same request)."""
+    canonical = json.dumps(request, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _table(kind):
+    if kind not in KINDS:
+        raise ValueError(kind)
+    return kind
