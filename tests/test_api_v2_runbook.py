@@ -198,9 +198,7 @@ def test_procedure_2_preview_cancellation_impact(op):
     assert {p: (line["quantity"], line["returns_to_stock"]) for p, line in lines.items()} == {
         op.flower: (2, True), op.edible: (3, True)}
     assert preview["units_to_return"] == 5 and preview["inventory_reconciliation"] is False
-    assert preview["refund"] == {"amount": "107.25", "method": "card", "will_refund": True,
-                                 "split": [{"tender": "card", "paid_in": "card",
-                                            "amount": "107.25", "how": "processor"}]}
+    assert preview["refund"] == {"amount": "107.25", "method": "card", "will_refund": True}
     assert preview["loyalty"] == {"points_to_restore": 100, "points_to_reverse": 40}
     [notice] = preview["notifications"]
     assert notice["channel"] == "email" and notice["template"] == "order_full_cancelled"
