@@ -19,16 +19,18 @@ CAPABILITIES = {
         "view_orders", "cancel_order", "request_cancellation", "approve_cancellation",
         "bulk_cancel", "reinstate_order", "retry_delivery", "reconcile_inventory",
         "view_customer_contact", "view_audit", "use_api_v2", "administer", "view_mailbox",
+        "pay_out_cash",
     },
     Role.STORE_MANAGER: {
         "view_orders", "cancel_order", "request_cancellation", "approve_cancellation",
         "bulk_cancel", "reinstate_order", "retry_delivery", "reconcile_inventory",
-        "view_customer_contact", "view_audit",
+        "view_customer_contact", "view_audit", "pay_out_cash",
     },
-    Role.FULFILLMENT: {"view_orders", "cancel_order", "request_cancellation"},
+    # Counter staff: they hand cash refunds over and take a balance due at pickup.
+    Role.FULFILLMENT: {"view_orders", "cancel_order", "request_cancellation", "pay_out_cash"},
     Role.CUSTOMER_SERVICE: {
         "view_orders", "cancel_order", "request_cancellation", "retry_delivery",
-        "view_customer_contact",
+        "view_customer_contact", "pay_out_cash",
     },
     Role.OPS_ENGINEER: {
         "view_orders", "cancel_order", "request_cancellation", "reinstate_order",

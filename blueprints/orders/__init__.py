@@ -4,9 +4,19 @@ Thin on purpose: parse the request, check the capability, call the domain (cance
 flash what happened and render. No rule of cancelling is decided here.
 """
 from datetime import datetime
+from decimal import Decimal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_login import current_user
 from markupsafe import Markup
 from sqlalchemy import func, or_, select
@@ -16,7 +26,15 @@ from blueprints.api_common import audit_context
 from blueprints.api_common.serializers import flags_dict
 from blueprints.auth import safe_next
 from blueprints.auth.permissions import permission, requires
-from blueprints.orders.forms import CHANNEL_LABELS, ActionForm, CancelOrderForm, ListFilters
+from blueprints.orders.forms import (
+    CHANNEL_LABELS,
+    ActionForm,
+    CancelOrderForm,
+    ListFilters,
+    PayOutForm,
+    ReinstateForm,
+    TakeBalanceForm,
+)
 from cancellation import (
     CancelDeskError,
     CancelRequest,
@@ -27,13 +45,17 @@ from cancellation import (
     maintenance,
     orders as orders_query,
     outbox,
+    oversight,
+    payouts,
     policy,
     return_unreturned_stock,
     submit,
 )
+from cancellation.oversight import query_date, query_int
 from cancellation.policy import cancel_offer_and_why
 from cancellation.privacy import mask_contact, mask_email, mask_phone, redact
 from cancellation.reasons import CancellationReason, label_for
+from cancellation.reinstate import reinstate_eligibility, reinstate_order
 from cancellation.service import later_in_series_counts
 from models import (
     ApprovalRequest,
@@ -45,8 +67,11 @@ from models import (
     Notification,
     Order,
     Refund,
+    StoreCreditEntry,
     User,
     db,
+    money,
+    utcnow,
 )
 from models.order import CANCELLABLE_STATUSES, OrderStatus
 
@@ -209,7 +234,8 @@ def load_order(order_id):
         joinedload(Order.store), joinedload(Order.customer), selectinload(Order.items),
         selectinload(Order.cancellations).selectinload(Cancellation.items),
         selectinload(Order.cancellations).joinedload(Cancellation.actor),
-        selectinload(Order.refunds), selectinload(Order.notifications))).unique().all()
+        selectinload(Order.refunds), selectinload(Order.notifications),
+        selectinload(Order.payments))).unique().all()
     return get_visible_order(current_user, order_id)
 
 
@@ -262,12 +288,44 @@ def render_detail(order, cancel_form=None, status=200):
         series_count = db.session.scalar(select(func.count()).where(
             Order.series_id == order.series_id))
     return render_template(
-        "orders/detail.html", order=order, contact=contact, loyalty=loyalty, events=events,
-        audit_changes=audit_changes, approvals=approvals, flags=flags_dict(order),
+        "orders/detail.html", order=order, **money_context(order), contact=contact,
+        loyalty=loyalty, events=events, audit_changes=audit_changes, approvals=approvals,
+        flags=flags_dict(order),
         cancel_form=cancel_form, action_form=ActionForm(), back_link=list_back_link(),
         series_count=series_count, mask_email=mask_email, mask_contact=mask_contact,
         approval_why=approval_why_of([order]).get(order.id),
         series_later=later_in_series_counts([order]), cancel_jobs=cancel_jobs_of(order)), status
+
+
+def money_context(order):
+    """What the detail page shows of the order's money: payments, store credit, the balance due
+    form, and the reinstatement offer with what it would do."""
+    credit_entries = db.session.scalars(select(StoreCreditEntry).where(
+        StoreCreditEntry.order_id == order.id).order_by(StoreCreditEntry.id)).all()
+    balance_form = None
+    if (order.balance_due_cents or 0) > 0 and _can("pay_out_cash"):
+        balance_form = TakeBalanceForm(formdata=None, tender="cash",
+                                       amount=Decimal(money(order.balance_due_cents)))
+    reinstate = None
+    if order.status == OrderStatus.CANCELLED.value and _can("reinstate_order"):
+        offer = reinstate_eligibility(order).to_dict()
+        offer["effects"] = offer.get("effects") or {}
+        deadline = _parse_iso(offer.get("deadline"))
+        reinstate = {"offer": offer, "form": ReinstateForm(formdata=None), "deadline": deadline,
+                     "left": f"{waited(utcnow(), deadline)} left" if deadline else ""}
+    return {"credit_entries": credit_entries, "balance_form": balance_form,
+            "reinstate": reinstate,
+            "drawer_names": payouts.drawers_used([order.store_id]).get(order.store_id, [])}
+
+
+def _parse_iso(value):
+    """An ISO 8601 moment the domain answered ("2026-01-01T10:00:00Z") as naive UTC."""
+    if not value:
+        return None
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(ZoneInfo("UTC")).replace(tzinfo=None)
+    return moment
 
 
 def cancel_jobs_of(order, limit=10):
@@ -490,6 +548,181 @@ def return_stock(order_id):
             f"Returned {sum(line['quantity'] for line in returned)} unit(s) to stock at "
             f"{order.store.name}." if returned else "Nothing left to return: every cancelled "
             "item is already back in stock."))
+
+
+# --- reinstating, and money at the counter ---------------------------------------------------
+
+def _detail_redirect(order_id):
+    return redirect(url_for("orders.detail", order_id=order_id))
+
+
+def _form_errors(form):
+    return " ".join(error for errors in form.errors.values() for error in errors)
+
+
+@bp.post("/orders/<int:order_id>/reinstate")
+@requires("reinstate_order")
+def reinstate(order_id):
+    order = get_visible_order(current_user, order_id)
+    number = order.number
+    form = ReinstateForm()
+    if not form.validate_on_submit():
+        flash(f"Order {number} was not reinstated: "
+              f"{_form_errors(form) or 'the form expired; please try again.'}", "warning")
+        return _detail_redirect(order_id)
+    try:
+        order = reinstate_order(order_id, current_user, reason=form.reason.data.strip(),
+                                context=audit_context("panel"),
+                                use_store_credit=bool(form.use_store_credit.data))
+    except CancelDeskError as exc:
+        if exc.status == 404:
+            raise
+        flash(f"Order {number} was not reinstated: {exc.message}",
+              "warning" if exc.status in (409, 503) else "danger")
+        return _detail_redirect(order_id)
+    message = f"Order {number} reinstated: it is {humanize(order.status).lower()} again."
+    if order.balance_due_cents:
+        message += (f" The customer owes {dollars(order.balance_due_cents)}: take it at pickup "
+                    "(Take payment on this page).")
+    flash(message, "success")
+    return _detail_redirect(order_id)
+
+
+@bp.post("/orders/<int:order_id>/take-payment")
+@requires("pay_out_cash")
+def take_payment(order_id):
+    order = get_visible_order(current_user, order_id)
+    number = order.number
+    form = TakeBalanceForm()
+    if not form.validate_on_submit():
+        flash(f"No payment taken: {_form_errors(form) or 'the form expired; please try again.'}",
+              "warning")
+        return _detail_redirect(order_id)
+    cents = form.amount.data * 100
+    if cents != cents.to_integral_value():
+        flash("No payment taken: enter the amount in dollars and cents (e.g. 12.34).", "warning")
+        return _detail_redirect(order_id)
+    try:
+        payment = payouts.take_balance(order_id, current_user, tender=form.tender.data,
+                                       amount_cents=int(cents), drawer=form.drawer.data,
+                                       context=audit_context("panel"))
+    except CancelDeskError as exc:
+        if exc.status == 404:
+            raise
+        flash(f"No payment taken for order {number}: {exc.message}", "danger")
+        return _detail_redirect(order_id)
+    order = db.session.get(Order, order_id)
+    where = f" into {payment.drawer}" if payment.drawer else ""
+    flash(f"Took {dollars(payment.amount_cents)} by {payment.tender_label.lower()}{where} for "
+          f"order {number}. Balance due now {dollars(order.balance_due_cents)}.", "success")
+    return _detail_redirect(order_id)
+
+
+@bp.app_template_filter("waited")
+def waited(since, now=None):
+    """How long ago, coarse: "4 min", "2 h 05 min", "3 d 4 h"."""
+    if since is None:
+        return "—"
+    minutes = max(int(((now or utcnow()) - since).total_seconds() // 60), 0)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes:02d} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"
+
+
+@bp.app_context_processor
+def _payouts_context():
+    # A function, so only a page that shows the navbar link runs its one COUNT.
+    return {"payouts_waiting": lambda: payouts.awaiting_count(current_user)}
+
+
+def _store_choice(stores, value):
+    store_id = query_int(value)
+    return store_id if store_id in {store.id for store in stores} else None
+
+
+@bp.get("/payouts")
+@requires("pay_out_cash")
+def payouts_page():
+    stores = visible_stores()
+    store_id = _store_choice(stores, request.args.get("store"))
+    waiting = payouts.awaiting(current_user, store_id)
+    by_store = {}
+    for row in waiting:
+        by_store.setdefault(row.store_id, []).append(row)
+    groups = [(store, by_store[store.id]) for store in stores if store.id in by_store]
+    return render_template(
+        "orders/payouts.html", groups=groups, stores=stores, store_id=store_id,
+        total=len(waiting), total_cents=sum(row.amount_cents for row in waiting),
+        drawers=payouts.drawers_used([store.id for store, _ in groups]), form=PayOutForm(),
+        now=utcnow(), next_path=current_path())
+
+
+@bp.post("/payouts/<int:refund_id>/paid-out")
+@requires("pay_out_cash")
+def paid_out(refund_id):
+    form = PayOutForm()
+    back = safe_next(request.form.get("next") or url_for("orders.payouts_page"))
+    if not form.validate_on_submit():
+        flash(f"Nothing was paid out: {_form_errors(form) or 'the form expired; try again.'}",
+              "warning")
+        return redirect(back)
+    try:
+        refund = payouts.pay_out(refund_id, current_user, drawer=form.drawer.data,
+                                 context=audit_context("panel"))
+    except CancelDeskError as exc:
+        if exc.status == 404:
+            raise
+        flash(exc.message, "warning" if exc.status == 409 else "danger")
+        return redirect(back)
+    order = refund.order
+    customer = order.customer.name if order.customer else "the customer"
+    flash(f"Paid out {dollars(refund.amount_cents)} in cash to {customer} from {refund.drawer} "
+          f"(order {order.number}).", "success")
+    return redirect(back)
+
+
+def _report_args():
+    """The report's store (the first the user sees unless chosen) and business day (today in
+    that store's time unless chosen)."""
+    stores = visible_stores()
+    if not stores:
+        raise NotFound("You work in no store.")
+    store_id = query_int(request.args.get("store"))
+    store_id = store_id if store_id is not None else stores[0].id
+    day = query_date(request.args.get("day"))
+    if day is None:
+        store = next((s for s in stores if s.id == store_id), stores[0])
+        day = store_now(store.timezone).date()
+    return stores, store_id, day
+
+
+@bp.get("/payouts/report")
+@requires("pay_out_cash")
+def payouts_report():
+    stores, store_id, day = _report_args()
+    report = payouts.drawer_report(current_user, store_id, day)
+    return render_template("orders/payouts_report.html", report=report, stores=stores,
+                           csv_url=url_for("orders.payouts_report_csv", store=report.store.id,
+                                           day=day.isoformat()))
+
+
+@bp.get("/payouts/report.csv")
+@requires("pay_out_cash")
+def payouts_report_csv():
+    _stores, store_id, day = _report_args()
+    report = payouts.drawer_report(current_user, store_id, day)
+    slug = "".join(c if c.isalnum() else "-" for c in report.store.name.lower()).strip("-")
+    response = Response(
+        "".join(oversight.csv_stream(payouts.REPORT_CSV_HEADER, payouts.report_csv_rows(report))),
+        mimetype="text/csv")
+    response.headers["Content-Disposition"] = (f'attachment; filename="cash-payouts-{slug}-'
+                                               f'{day.isoformat()}.csv"')
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 # --- simulated mail relay --------------------------------------------------------------------

@@ -6,6 +6,7 @@ from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
     DateTimeLocalField,
+    DecimalField,
     HiddenField,
     IntegerField,
     RadioField,
@@ -14,11 +15,12 @@ from wtforms import (
     StringField,
     TextAreaField,
 )
-from wtforms.validators import InputRequired, Length, Optional, ValidationError
+from wtforms.validators import InputRequired, Length, NumberRange, Optional, ValidationError
 from wtforms.widgets import HiddenInput
 
 from cancellation.oversight import query_date, query_int, query_text
 from cancellation.reasons import REQUEST_CHANNELS, CancellationReason
+from models import Tender
 from models.order import OrderStatus
 
 CHANNEL_LABELS = {"phone": "Phone", "email": "E-mail", "in_store": "In store", "chat": "Chat"}
@@ -68,6 +70,42 @@ class CancelOrderForm(FlaskForm):
 
 class ActionForm(FlaskForm):
     """A button that changes something: only its CSRF token is needed."""
+
+
+class PayOutForm(FlaskForm):
+    """"Paid out" on /payouts: which drawer the cash came from (cancellation.payouts checks it
+    again: 1-40 printable characters)."""
+
+    drawer = StringField("Drawer", validators=[InputRequired("Say which drawer the cash comes "
+                                                             "from."), Length(max=40)],
+                         render_kw={"maxlength": 40, "autocomplete": "off",
+                                    "placeholder": "e.g. Drawer 1"})
+
+
+class TakeBalanceForm(FlaskForm):
+    """"Take payment" on an order with a balance due."""
+
+    tender = SelectField("Paid with", choices=[SelectChoice(t.value, t.label) for t in Tender],
+                         validators=[InputRequired("Choose how the customer pays.")])
+    amount = DecimalField("Amount ($)", places=2,
+                          validators=[InputRequired("Enter the amount paid."),
+                                      NumberRange(min=0.01, message="Enter at least $0.01.")],
+                          render_kw={"step": "0.01", "min": "0.01", "inputmode": "decimal"})
+    drawer = StringField("Drawer (cash)", validators=[Optional(), Length(max=40)],
+                         render_kw={"maxlength": 40, "autocomplete": "off",
+                                    "placeholder": "e.g. Drawer 1"})
+
+
+class ReinstateForm(FlaskForm):
+    """The "Reinstate" confirmation: why, and whether store credit pays the balance due."""
+
+    reason = TextAreaField("Why reinstate this order?",
+                           validators=[InputRequired("Say why the order is reinstated."),
+                                       Length(max=1000)],
+                           render_kw={"rows": 2, "maxlength": 1000,
+                                      "placeholder": "e.g. Customer changed their mind at the "
+                                                     "counter"})
+    use_store_credit = BooleanField("Use the customer's store credit for the balance due")
 
 
 class ModifyOrderForm(CancelOrderForm):
