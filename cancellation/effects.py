@@ -23,8 +23,10 @@ from sqlalchemy.orm.attributes import set_committed_value
 from cancellation import outbox
 from cancellation.audit import record_each
 from cancellation.errors import ConcurrentModification
+from cancellation.plan import STORE_CREDIT
 from cancellation.transactions import after_commit
 from models import (
+    PROCESSOR_TENDERS,
     Cancellation,
     CancellationItem,
     Customer,
@@ -33,8 +35,11 @@ from models import (
     Notification,
     Order,
     OrderItem,
+    Payment,
     Refund,
     StockLevel,
+    StoreCreditEntry,
+    StoreCreditKind,
     db,
 )
 
@@ -61,6 +66,8 @@ def write(plans, actor, context, before_audit=None, dispatch=True):
     _insert_lines(plans)
     _insert_loyalty(plans)
     _insert_outbox(plans)
+    _update_payments(plans)
+    _insert_store_credit(plans)
     _release_stock(plans)
     _move_balances(plans)
     if before_audit is not None:
@@ -69,7 +76,10 @@ def write(plans, actor, context, before_audit=None, dispatch=True):
     _sync_session(plans)
     if dispatch:
         # One task for all the rows: one message, one claim, one settle (outbox.deliver_rows).
-        after_commit(outbox.send_rows, [p.refund_id for p in plans if p.refund_id],
+        after_commit(outbox.send_rows,
+                     [refund_id for p in plans
+                      for allocation, refund_id in zip(p.refunds, p.refund_ids, strict=True)
+                      if allocation.tender in PROCESSOR_TENDERS],
                      [p.notification_id for p in plans if p.notification_id])
     return plans
 
@@ -123,6 +133,8 @@ def _insert_cancellations(plans, actor, context):
           "source": context.source, "previous_status": plan.previous_status,
           "notify_customer": plan.notifies, "order_version": plan.version + 1,
           "refund_cents": max(plan.refund_cents, 0),
+          "refund_to": getattr(plan.request, "refund_to", None) or "original",
+          "refund_to_reason": getattr(plan.request, "refund_to_reason", None),
           "subtotal_cents": plan.amounts.subtotal, "tax_cents": plan.amounts.tax,
           "discount_cents": plan.amounts.discount, "total_cents": plan.amounts.total,
           "points_restored": plan.amounts.points_restored if plan.customer_id else 0,
@@ -155,17 +167,18 @@ def _insert_outbox(plans):
     """The refund and the customer notice of each cancellation, delivered by the workers after
     the commit; each keyed so that no retry pays or sends twice."""
     pending = DeliveryStatus.PENDING.value
-    paying = [plan for plan in plans if plan.refund_cents > 0]
-    if paying:
-        ids = db.session.scalars(
-            _returning_ids(Refund),
-            [{"order_id": plan.order_id, "cancellation_id": plan.cancellation_id,
-              "amount_cents": plan.refund_cents, "method": plan.order.payment_method,
-              "idempotency_key": f"refund-cancellation-{plan.cancellation_id}",
-              "status": pending, "attempts": 0, "created_at": plan.now, "updated_at": plan.now}
-             for plan in paying]).all()
-        for plan, refund_id in zip(paying, ids, strict=True):
-            plan.refund_id = refund_id
+    rows = [{"order_id": plan.order_id, "cancellation_id": plan.cancellation_id,
+             "payment_id": allocation.payment_id, "amount_cents": allocation.amount,
+             "method": allocation.tender,
+             "idempotency_key": _refund_key(plan.cancellation_id, allocation.payment_id),
+             "status": REFUND_STATUS.get(allocation.tender, pending), "attempts": 0,
+             "succeeded_at": plan.now if allocation.tender == STORE_CREDIT else None,
+             "created_at": plan.now, "updated_at": plan.now}
+            for plan in plans for allocation in plan.refunds]
+    if rows:
+        ids = iter(db.session.scalars(_returning_ids(Refund), rows).all())
+        for plan in plans:
+            plan.refund_ids = [next(ids) for _ in plan.refunds]
     telling = [plan for plan in plans if plan.notifies]
     if telling:
         ids = db.session.scalars(
@@ -177,6 +190,47 @@ def _insert_outbox(plans):
              for plan in telling]).all()
         for plan, notification_id in zip(telling, ids, strict=True):
             plan.notification_id = notification_id
+
+
+# How each refund starts, by the tender it goes back in: card and debit wait for a worker to pay
+# them through the processor; cash waits at the counter for staff; store credit is given in this
+# transaction (`_insert_store_credit`).
+REFUND_STATUS = {"cash": DeliveryStatus.AWAITING_PAYOUT.value,
+                 STORE_CREDIT: DeliveryStatus.SUCCEEDED.value}
+
+
+def _refund_key(cancellation_id, payment_id):
+    """The refund's idempotency key at the processor: one per cancellation and payment, so no
+    retry, redelivery or double click pays it twice."""
+    if payment_id is None:
+        return f"refund-cancellation-{cancellation_id}"
+    return f"refund-cancellation-{cancellation_id}-payment-{payment_id}"
+
+
+def _update_payments(plans):
+    """What goes back of each payment, one executemany in payment id order."""
+    moves = sorted((allocation.payment_id, allocation.amount) for plan in plans
+                   for allocation in plan.refunds if allocation.payment_id is not None)
+    if moves:
+        table = Payment.__table__
+        db.session.execute(
+            update(table).where(table.c.id == bindparam("b_id"))
+            .values(refunded_cents=table.c.refunded_cents + bindparam("b_cents")),
+            [{"b_id": payment_id, "b_cents": cents} for payment_id, cents in moves])
+
+
+def _insert_store_credit(plans):
+    """The refunds given as store credit, as entries of the customers' ledgers (their balances
+    move with the points in `_move_balances`)."""
+    entries = [{"customer_id": plan.customer_id, "order_id": plan.order_id,
+                "cancellation_id": plan.cancellation_id, "refund_id": refund_id,
+                "amount_cents": allocation.amount, "kind": StoreCreditKind.REFUND.value,
+                "note": f"Refund for {plan.order.number}", "created_at": plan.now}
+               for plan in plans
+               for allocation, refund_id in zip(plan.refunds, plan.refund_ids, strict=True)
+               if allocation.tender == STORE_CREDIT]
+    if entries:
+        db.session.execute(insert(StoreCreditEntry.__table__), entries)
 
 
 def _release_stock(plans):
@@ -198,18 +252,23 @@ def _release_stock(plans):
 
 
 def _move_balances(plans):
-    """Each customer's points balance, once per customer, in id order."""
-    balances = defaultdict(int)
+    """Each customer's points and store credit balances, once per customer, in id order."""
+    points, credit = defaultdict(int), defaultdict(int)
     for plan in plans:
         if plan.customer_id is not None:
-            balances[plan.customer_id] += plan.points_delta()
-    moves = [{"b_id": customer_id, "b_delta": delta}
-             for customer_id, delta in sorted(balances.items()) if delta]
+            points[plan.customer_id] += plan.points_delta()
+            credit[plan.customer_id] += sum(a.amount for a in plan.refunds
+                                            if a.tender == STORE_CREDIT)
+    moves = [{"b_id": customer_id, "b_points": points[customer_id],
+              "b_credit": credit[customer_id]}
+             for customer_id in sorted(points) if points[customer_id] or credit[customer_id]]
     if moves:
         table = Customer.__table__
         db.session.execute(
             update(table).where(table.c.id == bindparam("b_id"))
-            .values(loyalty_points=table.c.loyalty_points + bindparam("b_delta")), moves)
+            .values(loyalty_points=table.c.loyalty_points + bindparam("b_points"),
+                    store_credit_cents=table.c.store_credit_cents + bindparam("b_credit")),
+            moves)
 
 
 def _audit(plans, actor, context):
@@ -232,7 +291,9 @@ def _sync_session(plans):
         for item in order.items:
             set_committed_value(item, "cancelled_quantity",
                                 item.quantity - plan.open_after[item.id])
-        session.expire(order, ["cancellations", "refunds", "notifications"])
+        session.expire(order, ["cancellations", "refunds", "notifications", "payments"])
+        if order.customer_id is not None and plan.refunds:
+            session.expire(order.customer, ["store_credit_cents"])
 
 
 def _returning_ids(model):

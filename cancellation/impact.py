@@ -26,11 +26,25 @@ class StockLine:
                 "returns_to_stock": self.stock_row}
 
 
+# How each tender's refund reaches the customer (the preview and the panel's dialog say it).
+HOW = {"card": "processor", "debit": "processor", "cash": "counter",
+       "store_credit": "store_credit"}
+
+
+def refund_split(allocations):
+    """The refund per tender, as the previews show it: [{"tender", "paid_in", "amount",
+    "how"}] — `how`: through the payment processor, paid out at the counter, or store credit."""
+    return [{"tender": a.tender, "paid_in": a.paid_in, "amount": money(a.amount),
+             "amount_cents": a.amount, "how": HOW.get(a.tender, "processor")}
+            for a in allocations]
+
+
 @dataclass
 class Impact:
     lines: list = field(default_factory=list)
     refund_cents: int = 0
     refund_method: str | None = None
+    refunds: tuple = ()  # of plan.Allocation
     points_restored: int = 0
     points_reversed: int = 0
     notification_recipient: str | None = None
@@ -45,7 +59,10 @@ class Impact:
             "units_to_return": sum(line.quantity for line in self.lines),
             "inventory_reconciliation": self.inventory_reconciliation,
             "refund": {"amount": money(self.refund_cents), "method": self.refund_method,
-                       "will_refund": self.refund_cents > 0},
+                       "will_refund": self.refund_cents > 0,
+                       "split": [{key: value for key, value in row.items()
+                                  if key != "amount_cents"}
+                                 for row in refund_split(self.refunds)]},
             "loyalty": {"points_to_restore": self.points_restored,
                         "points_to_reverse": self.points_reversed},
             "notifications": ([{"channel": "email", "template": "order_full_cancelled",
@@ -68,16 +85,18 @@ def stock_lines(order, lines, check_stock=True):
             for item, quantity in lines]
 
 
-def plan_full_cancel(order, check_stock=True):
+def plan_full_cancel(order, check_stock=True, request=None):
     """The effects of cancelling every open line of `order`: the Plan the cancellation would
-    write (`locks.plans_for`), told for the preview. Reads only."""
-    [plan] = plans_for([(order, None, None)])
+    write (`locks.plans_for`), told for the preview. Reads only. `request`: what the refund
+    would go back in is the request's (`refund_to`)."""
+    [plan] = plans_for([(order, request, None)])
     items = {item.id: item for item in order.items}
     lines = [(items[line.item_id], line.quantity) for line in plan.lines]
     lines.sort(key=lambda line: line[0].id)
     return Impact(
         lines=stock_lines(order, lines, check_stock),
         refund_cents=plan.refund_cents, refund_method=order.payment_method,
+        refunds=plan.refunds,
         points_restored=plan.amounts.points_restored if order.customer_id else 0,
         points_reversed=plan.amounts.points_reversed if order.customer_id else 0,
         notification_recipient=plan.recipient)

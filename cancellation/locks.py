@@ -30,7 +30,8 @@ def lock_orders(order_ids):
     order."""
     orders = db.session.scalars(
         select(Order).where(Order.id.in_(list(order_ids)))
-        .options(selectinload(Order.items), joinedload(Order.customer))
+        .options(selectinload(Order.items), selectinload(Order.payments),
+                 joinedload(Order.customer))
         .order_by(Order.id)
         .with_for_update(key_share=True, of=Order)
         .execution_options(populate_existing=True)).unique().all()

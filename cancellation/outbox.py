@@ -10,7 +10,7 @@ import logging
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from cancellation.adapters import DeliveryError, notifier, payment_gateway
@@ -21,8 +21,10 @@ from models import (
     CancellationItem,
     Notification,
     Order,
+    Payment,
     Product,
     Refund,
+    Store,
     db,
     money,
     utcnow,
@@ -185,14 +187,15 @@ class _Claim:
     statement)."""
 
     __slots__ = ("model", "id", "attempt", "order_id", "cancellation_id", "amount_cents",
-                 "method", "recipient", "template", "idempotency_key", "number", "store_id",
-                 "kind", "refund_cents", "flag", "lines")
+                 "method", "payment_reference", "recipient", "template", "idempotency_key",
+                 "number", "store_id", "store", "balance_due", "kind", "refund_cents", "flag",
+                 "lines", "refunds")
 
     def __init__(self, model, values):
         self.model = model
-        self.lines = []
+        self.lines, self.refunds = [], []
         for name in self.__slots__[1:]:
-            if name != "lines":
+            if name not in ("lines", "refunds"):
                 setattr(self, name, values.get(name))
 
 
@@ -211,13 +214,20 @@ def _claim_rows(keys):
     notices = sorted({c.cancellation_id for c in claimed
                       if c.model is Notification and c.cancellation_id is not None})
     if notices:
-        lines = {}
+        lines, refunds = {}, {}
         for cancellation_id, quantity, name in db.session.execute(_lines_statement(),
                                                                   {"ids": notices}):
             lines.setdefault(cancellation_id, []).append((quantity, name))
+        for cancellation_id, method, cents in db.session.execute(_refunds_statement(),
+                                                                 {"ids": notices}):
+            refunds.setdefault(cancellation_id, []).append((method, int(cents)))
+        stores = dict(db.session.execute(select(Store.id, Store.name).where(Store.id.in_(
+            {c.store_id for c in claimed if c.model is Notification}))).all())
         for claim in claimed:
             if claim.model is Notification:
                 claim.lines = lines.get(claim.cancellation_id, [])
+                claim.refunds = refunds.get(claim.cancellation_id, [])
+                claim.store = stores.get(claim.store_id)
     db.session.commit()
     return claimed
 
@@ -249,8 +259,13 @@ def _statements(model):
             return select(column).where(cancellations.c.id == table.c.cancellation_id) \
                 .scalar_subquery().label(label)
 
-        extra = ((table.c.amount_cents, table.c.method) if model is Refund
-                 else (table.c.recipient, table.c.template))
+        payments = Payment.__table__
+        extra = ((table.c.amount_cents, table.c.method,
+                  select(payments.c.processor_reference)
+                  .where(payments.c.id == table.c.payment_id)
+                  .scalar_subquery().label("payment_reference")) if model is Refund
+                 else (table.c.recipient, table.c.template,
+                       of_order(orders.c.balance_due_cents, "balance_due")))
         built = _STATEMENTS[model] = {
             # A compare-and-set like `_take`'s: the row's state is checked by the UPDATE itself,
             # so of two claimers (two workers, or a worker and the sweep) one takes each row.
@@ -283,6 +298,20 @@ def _lines_statement():
     return built
 
 
+def _refunds_statement():
+    """What each cancellation refunds per tender (the customer's notice says where it goes)."""
+    built = _STATEMENTS.get("refunds")
+    if built is None:
+        refunds = Refund.__table__
+        built = _STATEMENTS["refunds"] = (
+            select(refunds.c.cancellation_id, refunds.c.method, func.sum(refunds.c.amount_cents))
+            .where(refunds.c.cancellation_id.in_(bindparam("ids", expanding=True)),
+                   refunds.c.status != DeliveryStatus.VOIDED.value)
+            .group_by(refunds.c.cancellation_id, refunds.c.method)
+            .order_by(refunds.c.cancellation_id, refunds.c.method))
+    return built
+
+
 def _settle_statement(model, values):
     """UPDATE of one claimed row to its outcome, only while this worker's claim holds (still
     `processing`, at the attempt it claimed); built once per model and set of columns."""
@@ -307,7 +336,9 @@ def _deliver_claimed(claim):
             payment_reference=getattr(claim, "payment_reference", None), attempt=claim.attempt)
         return ({"gateway_reference": reference, "succeeded_at": utcnow()},
                 {"amount": money(claim.amount_cents), "reference": reference})
-    subject, body = _message(claim.number, claim.kind, claim.refund_cents, claim.lines)
+    subject, body = _message(claim.number, claim.kind, claim.refund_cents, claim.lines,
+                             template=claim.template, refunds=claim.refunds, store=claim.store,
+                             balance_due=claim.balance_due or 0)
     notifier().send(idempotency_key=claim.idempotency_key, recipient=claim.recipient,
                     subject=subject, body=body)
     return {"sent_at": utcnow()}, {"template": claim.template}
@@ -376,20 +407,53 @@ def notification_message(notification):
     """Subject and body: order number, items and amounts only — no other customer data."""
     cancellation = db.session.get(Cancellation, notification.cancellation_id) \
         if notification.cancellation_id else None
-    return _message(notification.order.number, cancellation.kind if cancellation else None,
+    order = notification.order
+    refunds = {}
+    for refund in (cancellation.refunds if cancellation else []):
+        if refund.status != DeliveryStatus.VOIDED.value:
+            refunds[refund.method] = refunds.get(refund.method, 0) + refund.amount_cents
+    return _message(order.number, cancellation.kind if cancellation else None,
                     cancellation.refund_cents if cancellation else 0,
                     [(ci.quantity, ci.product.name) for ci in (cancellation.items
-                                                               if cancellation else [])])
+                                                               if cancellation else [])],
+                    template=notification.template, refunds=sorted(refunds.items()),
+                    store=order.store.name if order.store else None,
+                    balance_due=order.balance_due_cents)
 
 
-def _message(number, kind, refund, lines):
+# Where each tender's refund reaches the customer, as their notice says it.
+HOW_REFUNDED = {
+    "card": "A refund of ${amount} is on its way to the card you paid with.",
+    "debit": "A refund of ${amount} is on its way to the debit account you paid with.",
+    "cash": ("A cash refund of ${amount} is waiting for you at {store}: collect it at the "
+             "counter (bring a photo ID)."),
+    "store_credit": "${amount} was added to your store credit at {store}.",
+}
+
+
+def _message(number, kind, refund, lines, *, template=None, refunds=(), store=None,
+             balance_due=0):
+    store = store or "the store"
+    if template == "order_reinstated":
+        body = [f"Your order {number} was reinstated: it is open again.", ""]
+        if balance_due:
+            body.append(f"The refund had already been paid out to you, so ${money(balance_due)} "
+                        f"is due again: please pay it when you collect your order at {store}.")
+        else:
+            body.append("Any refund that had not gone out yet was cancelled; nothing is due.")
+        body += ["", "Questions? Reply to this message or call the store."]
+        return f"Your order {number} is back", "\n".join(body)
     partial = kind == "partial"
     subject = (f"Items removed from your order {number}" if partial
                else f"Your order {number} has been cancelled")
     body = [f"{'Some items of' if partial else 'Your'} order {number} "
             f"{'were' if partial else 'was'} cancelled.", "", "Cancelled items:",
             *(f"  {quantity} x {name}" for quantity, name in lines)]
-    if refund:
+    if refunds:
+        body.append("")
+        body += [HOW_REFUNDED.get(method, HOW_REFUNDED["card"]).format(
+            amount=money(cents), store=store) for method, cents in refunds if cents]
+    elif refund:
         body += ["", f"A refund of ${money(refund)} is on its way to your original payment "
                  "method."]
     body += ["", "Questions? Reply to this message or call the store."]
@@ -410,6 +474,9 @@ def retry(model, row_id, actor, context):
     if row.status == DeliveryStatus.VOIDED.value:
         raise InvalidState(f"This {model.__name__.lower()} was voided when the order was "
                            "reinstated; there is nothing to retry.")
+    if row.status == DeliveryStatus.AWAITING_PAYOUT.value:
+        raise InvalidState("This is a cash refund: it is paid out at the counter, not sent. "
+                           "Confirm it on the Cash refunds page once it is handed over.")
     now = utcnow()
     if row.status in (DeliveryStatus.SUCCEEDED.value, DeliveryStatus.PROCESSING.value) \
             or _queued_since(row, _stale_before(now)):

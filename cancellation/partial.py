@@ -16,7 +16,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from cancellation import maintenance, outbox
 from cancellation.audit import AuditContext
 from cancellation.errors import Blocked, CancelDeskError, ConcurrentModification, ValidationFailed
-from cancellation.impact import stock_lines
+from cancellation.impact import refund_split, stock_lines
 from cancellation.locks import lock_order, plans_for, refresh_items
 from cancellation.policy import (
     approval_reasons,
@@ -341,8 +341,8 @@ def preview_items(actor, order, lines, *, notify=True):
     answer = {"order_id": order.id, "version": order.version, "errors": problems,
               "blockers": blockers, "approval": {"required": bool(why), "reasons": why},
               "fields": [], "lines": [], "units": 0, "closes_order": False,
-              "refund": money(0), "refund_cents": 0, "points_restored": 0, "points_reversed": 0,
-              "totals_after": None, "notification": None}
+              "refund": money(0), "refund_cents": 0, "refund_split": [], "points_restored": 0,
+              "points_reversed": 0, "totals_after": None, "notification": None}
     lines = [line for line in lines if line[1] != 0]
     try:
         field_problems = line_problems(lines) if lines else {}
@@ -361,6 +361,7 @@ def preview_items(actor, order, lines, *, notify=True):
             lines=[line.to_dict() for line in stock_lines(order, resolved)],
             units=sum(quantity for _, quantity in resolved), closes_order=closes,
             refund=money(amounts.refund), refund_cents=amounts.refund,
+            refund_split=refund_split(planned.refunds),
             points_restored=amounts.points_restored, points_reversed=amounts.points_reversed,
             totals_after={"subtotal": money(after["subtotal_cents"]),
                           "tax": money(after["tax_cents"]),

@@ -176,6 +176,76 @@ def payment_status_after(order, refund):
             else PaymentStatus.PARTIALLY_REFUNDED.value)
 
 
+# --- the refund, per tender ----------------------------------------------------------------------
+
+STORE_CREDIT = "store_credit"
+ORIGINAL = "original"
+
+
+class Allocation(NamedTuple):
+    """One refund of a cancellation: `amount` cents of payment `payment_id` (paid in `paid_in`),
+    going back in `tender` — the payment's own tender, or store credit when the customer chose
+    it. `payment_id` is None for an order paid before payments were recorded."""
+
+    payment_id: int | None
+    paid_in: str
+    tender: str
+    amount: int
+
+
+def allocate(payments, amount):
+    """Split a refund of `amount` cents over `payments` [(id, tender, refundable cents)]:
+    {payment id: cents}, never more than a payment has left to refund.
+
+    The documented order: store credit first (an internal ledger, given back at once), then the
+    other tenders — cash, debit, card — in proportion to what each has left, floored, the cents
+    left over going one each to the largest remainders (ties: the earlier payment). A refund of
+    everything refundable therefore gives every payment back exactly what it has left, so partial
+    cancellations followed by the last one refund each tender exactly what one full cancel
+    would."""
+    out = {payment_id: 0 for payment_id, _tender, _left in payments}
+    left = max(amount, 0)
+    for payment_id, tender, refundable in sorted(payments, key=lambda p: p[0]):
+        if tender == STORE_CREDIT and left > 0:
+            take = min(left, max(refundable, 0))
+            out[payment_id] += take
+            left -= take
+    others = [(payment_id, refundable) for payment_id, tender, refundable
+              in sorted(payments, key=lambda p: p[0]) if tender != STORE_CREDIT and refundable > 0]
+    whole = sum(refundable for _, refundable in others)
+    left = min(left, whole)
+    if left > 0:
+        shares = {payment_id: refundable * left // whole for payment_id, refundable in others}
+        rest = left - sum(shares.values())
+        by_remainder = sorted(others, key=lambda p: (-(p[1] * left % whole), p[0]))
+        for payment_id, _refundable in by_remainder[:rest]:
+            shares[payment_id] += 1
+        for payment_id, share in shares.items():
+            out[payment_id] += share
+    return out
+
+
+def refunds_of(order, amount, refund_to=ORIGINAL):
+    """(Allocation, ...) of a refund of `amount` cents off `order` (its payments loaded)."""
+    if amount <= 0:
+        return ()
+    payments = list(order.payments)
+    if not payments:  # paid before payments were recorded: one refund in its method
+        paid_in = order.payment_method or "card"
+        shares = [(None, paid_in, amount)]
+    else:
+        split_ = allocate([(p.id, p.tender, p.refundable_cents) for p in payments], amount)
+        shares = [(p.id, p.tender, split_[p.id]) for p in payments if split_[p.id] > 0]
+    to_credit = refund_to == STORE_CREDIT and order.customer_id is not None
+    allocations = []
+    for payment_id, paid_in, cents in shares:
+        tender = STORE_CREDIT if to_credit else paid_in
+        if tender == STORE_CREDIT and order.customer_id is None:
+            tender = "cash"  # nobody to credit: it is handed back at the counter
+        allocations.append(Allocation(payment_id, paid_in, tender, cents))
+    return tuple(allocations)
+
+
 # --- the plan ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -204,8 +274,9 @@ class Plan:
     before: dict  # the order's audit snapshot before
     values: dict  # the order's columns after (its version moves by one)
     open_after: dict  # {item id: open quantity} once the lines are cancelled
+    refunds: tuple = ()  # of Allocation: the refund, per payment and tender
     cancellation_id: int | None = None
-    refund_id: int | None = None
+    refund_ids: list = field(default_factory=list)  # the refund rows, in `refunds` order
     notification_id: int | None = None
     extra: dict = field(default_factory=dict)  # the caller's own audit fields (none today)
 
@@ -292,6 +363,8 @@ class Plan:
             "order_cancelled": self.closes, "reason": self.request.reason,
             "notes": self.request.notes,
             "refund": money(self.refund_cents) if self.refund_cents > 0 else None,
+            "refunds": [{"tender": a.tender, "paid_in": a.paid_in, "amount": money(a.amount)}
+                        for a in self.refunds],
             "points_restored": self.amounts.points_restored,
             "points_reversed": self.amounts.points_reversed,
             "notification_id": self.notification_id,
@@ -327,6 +400,8 @@ def plan_cancel(order, request, now, *, lines=None, settled=NOTHING_SETTLED,
     cancelled = {line.item_id: line.quantity for line in planned}
     return Plan(order=order, kind=kind, request=request, lines=planned, closes=closes,
                 amounts=amounts, now=now, before=snapshot(order),
+                refunds=refunds_of(order, amounts.refund,
+                                   getattr(request, "refund_to", ORIGINAL) or ORIGINAL),
                 values=order_values(order, amounts, closes, now, settled),
                 open_after={item.id: item.open_quantity - cancelled.get(item.id, 0)
                             for item in order.items})

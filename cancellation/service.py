@@ -34,6 +34,7 @@ from models.order import CANCELLABLE_STATUSES
 log = logging.getLogger(__name__)
 
 SCOPES = ("this_instance", "all_future")
+REFUND_TO = ("original", "store_credit")
 
 
 @dataclass
@@ -48,9 +49,21 @@ class CancelRequest:
     request_channel: str | None = None
     requested_at: datetime | None = None
     scope: str = "this_instance"
+    # "store_credit": the customer agreed to take the refund as store credit, for this reason.
+    refund_to: str = "original"
+    refund_to_reason: str | None = None
 
     def validate(self):
         problems = {}
+        if self.refund_to not in REFUND_TO:
+            problems["refund_to"] = f"must be one of: {', '.join(REFUND_TO)}"
+        elif self.refund_to == "store_credit":
+            reason = (self.refund_to_reason or "").strip()
+            if not reason:
+                problems["refund_to_reason"] = (
+                    "say why the refund goes to store credit (the customer's agreement)")
+            elif len(reason) > 500 or "\x00" in reason:
+                problems["refund_to_reason"] = "must be at most 500 characters, without NUL"
         if self.reason not in REASON_CODES:
             problems["reason"] = f"must be one of: {', '.join(REASON_CODES)}"
         if self.notes is not None and len(self.notes) > 2000:
@@ -86,6 +99,8 @@ class CancelRequest:
             "request_contact": self.request_contact, "request_channel": self.request_channel,
             "requested_at": self.requested_at.isoformat() if self.requested_at else None,
             "scope": self.scope,
+            **({"refund_to": self.refund_to, "refund_to_reason": self.refund_to_reason}
+               if self.refund_to != "original" else {}),
         }
 
     @classmethod
@@ -252,6 +267,11 @@ def perform(order, actor, request, context, lines=None):
     # While maintenance is on, cancellations are queued (maintenance.queue_cancel); whatever
     # still reaches this point (an approval decision, a job already in flight) is refused.
     switch.refuse_while_on(switch.CANCELLING_PAUSED)
+    if request.refund_to == "store_credit" and order.customer_id is None:
+        raise ValidationFailed(
+            "The order has no customer to give store credit to; refund it the way it was paid.",
+            details={"fields": [{"field": "refund_to",
+                                 "message": "store credit needs a customer on the order"}]})
     [plan] = effects.write(plans_for([(order, request, lines)]), actor, context)
     return plan
 

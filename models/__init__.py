@@ -41,12 +41,20 @@ from models.audit import AuditChainHead, AuditEvent  # noqa: E402
 from models.bulk import BulkJob, BulkJobItem  # noqa: E402
 from models.cancellation import ApprovalRequest, Cancellation, CancellationItem  # noqa: E402
 from models.customer import Customer, LoyaltyEntry, LoyaltyKind  # noqa: E402
-from models.delivery import DeliveryStatus, MailMessage, Notification, Refund, SimulatedPayout  # noqa: E402
+from models.delivery import DeliveryStatus, MailMessage, Notification, Refund  # noqa: E402
 from models.idempotency import IdempotencyKey  # noqa: E402
 from models.inventory import Product, StockLevel  # noqa: E402
 from models.jobs import CancelJob  # noqa: E402
 from models.order import Order, OrderItem, OrderStatus, PaymentStatus, ShipmentStatus  # noqa: E402
 from models.oversight import AbuseFlag  # noqa: E402
+from models.payment import (  # noqa: E402
+    PROCESSOR_TENDERS,
+    TENDERS,
+    Payment,
+    StoreCreditEntry,
+    StoreCreditKind,
+    Tender,
+)
 from models.setting import Setting  # noqa: E402
 from models.store import Store  # noqa: E402
 from models.user import ApiToken, LoginSession, Role, User, user_stores  # noqa: E402
@@ -57,6 +65,7 @@ __all__ = [
     "Customer", "LoyaltyEntry", "LoyaltyKind", "Product", "StockLevel", "Order", "OrderItem",
     "OrderStatus", "PaymentStatus", "ShipmentStatus", "ApprovalRequest", "Cancellation",
     "CancellationItem", "DeliveryStatus", "MailMessage", "Notification", "Refund",
-    "SimulatedPayout", "AuditChainHead", "AuditEvent", "Setting", "IdempotencyKey", "CancelJob",
-    "AbuseFlag", "BulkJob", "BulkJobItem",
+    "AuditChainHead", "AuditEvent", "Setting", "IdempotencyKey", "CancelJob",
+    "AbuseFlag", "BulkJob", "BulkJobItem", "Payment", "StoreCreditEntry", "StoreCreditKind",
+    "Tender", "TENDERS", "PROCESSOR_TENDERS",
 ]

@@ -23,6 +23,11 @@ class Cancellation(db.Model):
     source: Mapped[str] = mapped_column(String(16), default="panel")
     previous_status: Mapped[str] = mapped_column(String(16))
     refund_cents: Mapped[int] = mapped_column(Integer, default=0)
+    # Where the refund went: "original" (the tenders that paid) or "store_credit" (the customer
+    # agreed to take credit instead, for `refund_to_reason`).
+    refund_to: Mapped[str] = mapped_column(String(16), default="original",
+                                           server_default="original")
+    refund_to_reason: Mapped[str | None] = mapped_column(Text)
     # The value cancelled: what this cancellation took off the order's subtotal, tax, discount
     # and total. The one that leaves nothing open puts the order's totals back to what it was
     # placed for (cancellation/plan.py), so these are also what a reinstatement takes off again.
@@ -46,6 +51,7 @@ class Cancellation(db.Model):
     actor = relationship("User")
     items = relationship("CancellationItem", back_populates="cancellation",
                          cascade="all, delete-orphan", order_by="CancellationItem.id")
+    refunds = relationship("Refund", order_by="Refund.id", viewonly=True)
 
 
 class CancellationItem(db.Model):

@@ -56,6 +56,8 @@ class Customer(db.Model):
     phone_digits: Mapped[str | None] = mapped_column(
         String(32), Computed(digits_of(literal_column("phone"))))
     loyalty_points: Mapped[int] = mapped_column(Integer, default=0)
+    # The sum of the customer's store credit ledger (models/payment.py StoreCreditEntry).
+    store_credit_cents: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     def __str__(self):
         return self.name

@@ -1,8 +1,8 @@
 """The outbox: refunds and notifications written with the cancellation, delivered after commit.
 
-MailMessage and SimulatedPayout are the far side of the simulated adapters: the mailbox the
-e-mail adapter writes to and the ledger of the simulated payment gateway. Both are unique per
-idempotency key, so no redelivery can pay or send twice.
+MailMessage is the far side of the e-mail adapter: the mailbox it writes to, unique per
+idempotency key, so no redelivery sends twice. (Refunds are paid by the payment processor over
+HTTP, which keeps its own ledger by key: sandbox_processor/ here.)
 """
 import enum
 from datetime import datetime
@@ -19,6 +19,7 @@ class DeliveryStatus(str, enum.Enum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     VOIDED = "voided"  # the order was reinstated before this went out
+    AWAITING_PAYOUT = "awaiting_payout"  # a cash refund, until staff pay it out at the counter
 
 
 class _Deliverable:
@@ -40,11 +41,24 @@ class Refund(_Deliverable, db.Model):
     order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
     cancellation_id: Mapped[int | None] = mapped_column(ForeignKey("cancellations.id"), index=True)
     amount_cents: Mapped[int] = mapped_column(Integer)
+    # The tender the money goes back in (cash, debit, card, store_credit): the paying tender's,
+    # or store credit when the customer chose it.
     method: Mapped[str | None] = mapped_column(String(24))
+    # The payment it gives back (None on refunds older than payments).
+    payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id"), index=True)
     gateway_reference: Mapped[str | None] = mapped_column(String(64))
     succeeded_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # A cash refund paid out at the counter: by whom, from which drawer.
+    paid_out_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    drawer: Mapped[str | None] = mapped_column(String(40))
 
     order = relationship("Order", viewonly=True)
+    payment = relationship("Payment", viewonly=True)
+    paid_out_by = relationship("User", viewonly=True)
+
+    @property
+    def tender(self):
+        return self.method
 
 
 class Notification(_Deliverable, db.Model):
@@ -69,14 +83,4 @@ class MailMessage(db.Model):
     recipient: Mapped[str] = mapped_column(String(254))
     subject: Mapped[str] = mapped_column(String(200))
     body: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-
-
-class SimulatedPayout(db.Model):
-    __tablename__ = "simulated_payouts"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    idempotency_key: Mapped[str] = mapped_column(String(80), unique=True)
-    reference: Mapped[str] = mapped_column(String(64))
-    amount_cents: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

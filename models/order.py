@@ -30,6 +30,7 @@ class PaymentStatus(str, enum.Enum):
     PAID = "paid"
     PARTIALLY_REFUNDED = "partially_refunded"
     REFUNDED = "refunded"
+    BALANCE_DUE = "balance_due"  # reinstated after its refund went out: owes it again
 
 
 class ShipmentStatus(str, enum.Enum):
@@ -70,7 +71,10 @@ class Order(db.Model):
     payment_status: Mapped[str] = mapped_column(String(24), default=PaymentStatus.UNPAID.value)
     paid_cents: Mapped[int] = mapped_column(Integer, default=0)
     refunded_cents: Mapped[int] = mapped_column(Integer, default=0)
-    payment_method: Mapped[str | None] = mapped_column(String(24))
+    payment_method: Mapped[str | None] = mapped_column(String(24))  # the first payment's tender
+    # What the customer owes again: refunds that had gone out when the order was reinstated,
+    # until it is paid (at pickup, from store credit). cancellation/reinstate.py, payments.py.
+    balance_due_cents: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     points_earned: Mapped[int] = mapped_column(Integer, default=0)
     points_redeemed: Mapped[int] = mapped_column(Integer, default=0)
     billing_hold: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -89,6 +93,8 @@ class Order(db.Model):
     cancellations = relationship("Cancellation", back_populates="order",
                                  order_by="Cancellation.id")
     refunds = relationship("Refund", order_by="Refund.id", viewonly=True)
+    payments = relationship("Payment", back_populates="order", order_by="Payment.id",
+                            cascade="all, delete-orphan")
     notifications = relationship("Notification", order_by="Notification.id", viewonly=True)
 
     # SQLAlchemy adds "AND version = :old" to every UPDATE and bumps it: a concurrent writer's

@@ -279,9 +279,11 @@ class Factory:
     def order(self, store_id, lines, *, customer_id=None, status="pending", paid=True,
               points_earned=0, points_redeemed=0, billing_hold=False,
               shipment_status="not_shipped", age_days=0, series_id=None, tax_rate=0.1,
-              reserve=True):
-        """lines: [(product_id, quantity, unit_price_cents)]. Reserves stock for open orders."""
-        from models import Order, OrderItem, StockLevel, db, utcnow
+              reserve=True, tenders=None):
+        """lines: [(product_id, quantity, unit_price_cents)]. Reserves stock for open orders.
+        A paid order is paid by `tenders` [(tender, cents)] — by default all by card — and
+        `paid_cents` is their sum."""
+        from models import Order, OrderItem, Payment, StockLevel, db, utcnow
 
         with self.app.app_context():
             subtotal = sum(q * p for _, q, p in lines)
@@ -296,6 +298,13 @@ class Factory:
                           points_earned=points_earned, points_redeemed=points_redeemed,
                           billing_hold=billing_hold, shipment_status=shipment_status,
                           series_id=series_id)
+            if paid:
+                tenders = tenders or [("card", subtotal + tax)]
+                order.paid_cents = sum(cents for _, cents in tenders)
+                order.payment_method = tenders[0][0]
+                for tender, cents in tenders:
+                    order.payments.append(Payment(tender=tender, amount_cents=cents,
+                                                  processor_reference=f"pay_{self._unique()}"))
             for product_id, quantity, price in lines:
                 order.items.append(OrderItem(product_id=product_id, quantity=quantity,
                                              unit_price_cents=price))
@@ -312,7 +321,7 @@ class Factory:
                     price_cents=1000, tax_rate=0.1, status="pending", paid=True, **columns):
         """`count` orders of one line per product, written set-based (a bulk job's thousands
         would take minutes one by one); reserves their stock. Returns the ids in order."""
-        from models import Order, OrderItem, StockLevel, db, utcnow
+        from models import Order, OrderItem, Payment, StockLevel, db, utcnow
 
         lines = len(product_ids)
         subtotal = lines * quantity * price_cents
@@ -335,6 +344,11 @@ class Factory:
                 dict(order_id=order_id, product_id=product_id, quantity=quantity,
                      unit_price_cents=price_cents, cancelled_quantity=0)
                 for order_id in ids for product_id in product_ids])
+            if paid:
+                db.session.execute(db.insert(Payment), [
+                    dict(order_id=order_id, tender="card", amount_cents=subtotal + tax,
+                         refunded_cents=0, processor_reference=f"pay_{tag}_{order_id}",
+                         created_at=now) for order_id in ids])
             if status in ("pending", "in_progress", "on_hold"):
                 for product_id in product_ids:
                     db.session.execute(db.update(StockLevel).where(

@@ -89,3 +89,14 @@ def queued_cancels(client, factory, count):
               for _ in range(count)]
     job_ids = [cancel(client, order_id, shop["token"]).json["job_id"] for order_id in orders]
     return shop, orders, job_ids
+
+
+def processor_payouts(app, keys):
+    """The sandbox processor's ledger rows (its refunds) for these idempotency keys: what the
+    processor actually paid, read over its HTTP control API."""
+    from sandbox_processor.control import SandboxControl
+
+    control = SandboxControl(app.config["PAYMENT_PROCESSOR_URL"],
+                             app.config["PAYMENT_PROCESSOR_KEY"])
+    keys = set(keys)
+    return [row for row in control.refunds(prefix="refund-") if row["idempotency_key"] in keys]

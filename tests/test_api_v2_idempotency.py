@@ -308,7 +308,9 @@ def test_get_requests_need_no_key(client, ops):
 # --- Eight concurrent requests with one key ---------------------------------------------------
 
 def test_eight_concurrent_requests_with_one_key_cancel_once(app, factory, worker):
-    from models import Cancellation, Refund, SimulatedPayout
+    from models import Cancellation, Refund
+
+    from helpers import processor_payouts
 
     shop = factory.shop(role="ops_engineer", quantity=3, price_cents=2000)  # 66.00 paid
     order, key = shop["order_id"], str(uuid.uuid4())
@@ -346,10 +348,8 @@ def test_eight_concurrent_requests_with_one_key_cancel_once(app, factory, worker
     with app.app_context():
         refund = db.session.scalar(db.select(Refund).where(Refund.order_id == order))
         key_of_refund = refund.idempotency_key
-    wait_for(lambda: count(app, SimulatedPayout, idempotency_key=key_of_refund) == 1,
+    wait_for(lambda: len(processor_payouts(app, [key_of_refund])) == 1,
              timeout=30, interval=0.2, message="the refund to be paid out")
-    with app.app_context():
-        payout = db.session.scalar(db.select(SimulatedPayout).where(
-            SimulatedPayout.idempotency_key == key_of_refund))
-        assert payout.amount_cents == 6600
+    [payout] = processor_payouts(app, [key_of_refund])
+    assert payout["amount_cents"] == 6600
     assert order_state(app, order)["refunded_cents"] == 6600

@@ -213,7 +213,11 @@ def effects(app, built):
                             for line in cancellation.items),
             "refund": {"amount": money(sum(r.amount_cents for r in refunds)),
                        "method": refunds[0].method if refunds else None,
-                       "will_refund": bool(refunds)},
+                       "will_refund": bool(refunds),
+                       "split": [{"tender": r.method, "amount": money(r.amount_cents),
+                                  "paid_in": r.payment.tender if r.payment else r.method,
+                                  "how": {"cash": "counter", "store_credit": "store_credit"}
+                                  .get(r.method, "processor")} for r in refunds]},
             "refund_cents_on_cancellation": money(cancellation.refund_cents),
             "loyalty": {"points_to_restore": sum(e.points for e in entries
                                                  if e.kind == "restored"),

@@ -198,7 +198,9 @@ def test_procedure_2_preview_cancellation_impact(op):
     assert {p: (line["quantity"], line["returns_to_stock"]) for p, line in lines.items()} == {
         op.flower: (2, True), op.edible: (3, True)}
     assert preview["units_to_return"] == 5 and preview["inventory_reconciliation"] is False
-    assert preview["refund"] == {"amount": "107.25", "method": "card", "will_refund": True}
+    assert preview["refund"] == {"amount": "107.25", "method": "card", "will_refund": True,
+                                 "split": [{"tender": "card", "paid_in": "card",
+                                            "amount": "107.25", "how": "processor"}]}
     assert preview["loyalty"] == {"points_to_restore": 100, "points_to_reverse": 40}
     [notice] = preview["notifications"]
     assert notice["channel"] == "email" and notice["template"] == "order_full_cancelled"
@@ -456,15 +458,36 @@ def reinstate(op, order):
                    str(uuid.uuid4()))
 
 
-def test_rollback_refused_when_the_refund_was_paid_out(op):
-    """Order A's refund went out (post-check 2): it cannot be reinstated here -> 409."""
+def test_rollback_after_the_refund_was_paid_out_leaves_a_balance_due(op, processor):
+    """Order A's refund went out through the processor (post-check 2). Reinstating no longer
+    fails on it: eligibility says what happens to the money — the refund stays paid, the order
+    comes back owing it — and the reinstatement does exactly that, telling the customer, with
+    no second movement at the processor."""
+    from models import Notification, Refund, db
+    from sandbox_processor.control import SandboxControl
+
     answer = op.ok(f"/api/v2/orders/{op.order}/reinstate/eligibility")
-    assert answer["eligible"] is False
-    assert [r["code"] for r in answer["reasons"]] == ["refund_paid_out"]
-    before = order_state(op.app, op.order)
-    error = assert_api_error(reinstate(op, op.order), 409, "not_reinstatable")
-    assert [r["code"] for r in error["reasons"]] == ["refund_paid_out"]
-    assert order_state(op.app, op.order) == before
+    assert answer["eligible"] is True, answer["reasons"]
+    [money] = answer["effects"]["money"]
+    assert (money["tender"], money["effect"], money["amount"]) == (
+        "card", "balance_due", op.preview["refund"]["amount"])
+    assert answer["effects"]["balance_due"] == op.preview["refund"]["amount"]
+    assert answer["effects"]["status"] == "pending"
+
+    response = reinstate(op, op.order)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    body = response.json
+    assert (body["status"], body["payment_status"], body["balance_due"]) == (
+        "pending", "balance_due", op.preview["refund"]["amount"])
+    with op.app.app_context():
+        [refund] = db.session.scalars(db.select(Refund).where(Refund.order_id == op.order))
+        assert refund.status == "succeeded"  # the money stays with the customer
+        notices = db.session.scalars(db.select(Notification).where(
+            Notification.order_id == op.order, Notification.template == "order_reinstated"))
+        assert len(notices.all()) == 1
+        key = refund.idempotency_key
+    ledger = SandboxControl(processor.url, processor.key).refunds(idempotency_key=key)
+    assert len(ledger) == 1
 
 
 def test_rollback_refused_when_the_stock_is_gone(op):
@@ -508,6 +531,6 @@ def test_rollback_refused_for_an_order_that_is_not_cancelled(op):
     order = op.f.order(op.store, [(op.edible, 1, 1250)], reserve=False)
     answer = op.ok(f"/api/v2/orders/{order}/reinstate/eligibility")
     assert answer == {"eligible": False, "reasons": answer["reasons"], "deadline": None,
-                      "cancellation_id": None}
+                      "cancellation_id": None, "effects": None}
     assert [r["code"] for r in answer["reasons"]] == ["not_cancelled"]
     assert_api_error(reinstate(op, order), 400, "invalid_state")

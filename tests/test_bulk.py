@@ -86,7 +86,9 @@ def test_bulk_refunds_and_notifications_are_delivered_once_each(app, client, fac
     job = wait_finished(client, shop["token"], submit(client, shop["token"], ids).json["job_id"])
     assert job["status"] == "completed"
 
-    from models import MailMessage, Notification, Refund, SimulatedPayout, db
+    from models import MailMessage, Notification, Refund, db
+
+    from helpers import processor_payouts
 
     def delivered():
         with app.app_context():
@@ -99,8 +101,7 @@ def test_bulk_refunds_and_notifications_are_delivered_once_each(app, client, fac
     with app.app_context():
         keys = db.session.scalars(db.select(Refund.idempotency_key).where(
             Refund.order_id.in_(ids))).all()
-        payouts = db.session.scalar(db.select(db.func.count()).select_from(SimulatedPayout)
-                                    .where(SimulatedPayout.idempotency_key.in_(keys)))
+        payouts = len(processor_payouts(app, keys))
         keys = db.session.scalars(db.select(Notification.idempotency_key).where(
             Notification.order_id.in_(ids))).all()
         mails = db.session.scalar(db.select(db.func.count()).select_from(MailMessage)
@@ -237,7 +238,8 @@ def _written(app, order_id):
                                   LoyaltyEntry.cancellation_id == full.id))),
             "balance": db.session.get(Customer, order.customer_id).loyalty_points,
             "refunds": [(r.amount_cents, r.method, r.idempotency_key == (
-                f"refund-cancellation-{full.id}")) for r in db.session.scalars(
+                f"refund-cancellation-{full.id}-payment-{r.payment_id}"))
+                for r in db.session.scalars(
                     db.select(Refund).where(Refund.cancellation_id == full.id))],
             "notifications": [(n.template, n.recipient == order.customer.email,
                                n.idempotency_key == (

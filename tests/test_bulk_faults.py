@@ -108,7 +108,10 @@ def private_stack(app, worker, worker_env, database_url, tmp_path):
     worker.stop()
     redis_server = RedisServer(tmp_path).start()
     private = create_app({"SQLALCHEMY_DATABASE_URI": database_url,
-                          "REDIS_URL": redis_server.url}, env="testing")
+                          "REDIS_URL": redis_server.url,
+                          "PAYMENT_PROCESSOR_URL": app.config["PAYMENT_PROCESSOR_URL"],
+                          "PAYMENT_PROCESSOR_KEY": app.config["PAYMENT_PROCESSOR_KEY"]},
+                         env="testing")
     group = WorkerGroup({**worker_env, "REDIS_URL": redis_server.url}, tmp_path).start()
     try:
         yield private, redis_server, group
@@ -177,7 +180,9 @@ def assert_exactly_once(app, ids, stock_before, store_id, quantity_per_order):
 def assert_delivered_exactly_once(app, ids, timeout=240):
     """Every refund paid and every notice sent once — by the workers of the test's own stack,
     so that no leftover delivery work spills into the tests that follow."""
-    from models import MailMessage, Notification, Refund, SimulatedPayout, db
+    from models import MailMessage, Notification, Refund, db
+
+    from helpers import processor_payouts
 
     def undelivered():
         with app.app_context():
@@ -188,10 +193,14 @@ def assert_delivered_exactly_once(app, ids, timeout=240):
     wait_for(lambda: undelivered() == 0, timeout=timeout, interval=0.5,
              message="every refund and notice of the job delivered")
     with app.app_context():
-        for model, far_side in ((Refund, SimulatedPayout), (Notification, MailMessage)):
-            keys = select(model.idempotency_key).where(model.order_id.in_(ids))
-            assert db.session.scalar(select(func.count()).select_from(far_side).where(
-                far_side.idempotency_key.in_(keys))) == len(ids), far_side.__name__
+        keys = select(Notification.idempotency_key).where(Notification.order_id.in_(ids))
+        assert db.session.scalar(select(func.count()).select_from(MailMessage).where(
+            MailMessage.idempotency_key.in_(keys))) == len(ids), "MailMessage"
+        refund_keys = db.session.scalars(select(Refund.idempotency_key).where(
+            Refund.order_id.in_(ids))).all()
+    # Paid by the sandbox processor, over HTTP: one payout per refund, its key unique there.
+    assert len(refund_keys) == len(ids)
+    assert len(processor_payouts(app, refund_keys)) == len(ids), "processor payouts"
 
 
 def test_worker_killed_mid_job_finishes_every_order_exactly_once(app, factory, private_stack):

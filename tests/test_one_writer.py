@@ -19,7 +19,10 @@ line = st.tuples(st.integers(0, PRODUCTS - 1), st.integers(1, 4), st.integers(0,
 shape = st.fixed_dictionaries({
     "lines": st.lists(line, min_size=1, max_size=4),
     "paid": st.sampled_from(["no", "full", "part"]),
-    "tender": st.sampled_from(["card", "cash", "debit", None]),
+    # None: an order paid before payments were recorded (one refund in its method); "a+b": two
+    # payments, half each (store credit needs a customer: cash instead without one).
+    "tender": st.sampled_from(["card", "cash", "debit", None, "cash+card",
+                               "store_credit+debit"]),
     "customer": st.booleans(),
     "points_earned": st.integers(0, 300),
     "points_redeemed": st.integers(0, 300),
@@ -42,12 +45,20 @@ def _make_order(db, models, store_id, product_ids, shape, tag):
     tax = subtotal // 10
     total = subtotal + tax - discount
     paid = {"no": 0, "full": total, "part": total // 2}[shape["paid"]]
+    tenders = (shape["tender"] or "card").split("+")
+    if customer_id is None:
+        tenders = ["cash" if t == "store_credit" else t for t in tenders]
     order = models.Order(
         number=f"W-{tag}", store_id=store_id, customer_id=customer_id, status="pending",
         subtotal_cents=subtotal, tax_cents=tax, discount_cents=discount, total_cents=total,
         paid_cents=paid, payment_status="paid" if paid else "unpaid",
-        payment_method=shape["tender"] if paid else None,
+        payment_method=tenders[0] if paid else None,
         points_earned=shape["points_earned"], points_redeemed=shape["points_redeemed"])
+    if paid and shape["tender"] is not None:
+        first = paid // len(tenders)
+        for n, tender in enumerate(tenders):
+            order.payments.append(models.Payment(
+                tender=tender, amount_cents=first if n == 0 else paid - first * (len(tenders) - 1)))
     for product, quantity, price in shape["lines"]:
         order.items.append(models.OrderItem(product_id=product_ids[product], quantity=quantity,
                                             unit_price_cents=price))
@@ -84,6 +95,9 @@ def _written(db, models, order_id, product_index):
                   order.discount_cents, order.total_cents, order.paid_cents,
                   order.refunded_cents, order.payment_status, order.version,
                   order.cancelled_at is not None),
+        "payments": [(p.tender, p.amount_cents, p.refunded_cents) for p in order.payments],
+        "store_credit": (db.session.get(models.Customer, order.customer_id).store_credit_cents
+                         if order.customer_id else None),
         "items": sorted((product_index[i.product_id], i.quantity, i.cancelled_quantity,
                          i.unit_price_cents) for i in order.items),
         "cancellations": [(c.kind, c.reason, c.notes, c.previous_status, c.refund_cents,
@@ -99,7 +113,10 @@ def _written(db, models, order_id, product_index):
                     if order.customer_id else None),
         # (Not their status: a worker of the session may be delivering them already.)
         "refunds": sorted((ids[r.cancellation_id], r.amount_cents, r.method,
-                           r.idempotency_key == f"refund-cancellation-{r.cancellation_id}")
+                           r.payment.tender if r.payment else None,
+                           r.idempotency_key == (
+                               f"refund-cancellation-{r.cancellation_id}-payment-{r.payment_id}"
+                               if r.payment_id else f"refund-cancellation-{r.cancellation_id}"))
                           for r in db.session.scalars(db.select(models.Refund).where(
                               models.Refund.order_id == order_id))),
         "notifications": sorted(

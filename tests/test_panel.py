@@ -363,7 +363,7 @@ def test_retry_refund_button(app, client, auth, factory, worker):
         with app.app_context():
             set_failures("refund", 0)
     page = text_of(client.get(f"/orders/{shop['order_id']}"))
-    assert "failure injected" in page and f"/refunds/{refund_id}/retry" in page
+    assert "declined the refund" in page and f"/refunds/{refund_id}/retry" in page
     response = client.post(f"/orders/{shop['order_id']}/refunds/{refund_id}/retry",
                            data={"csrf_token": token})
     assert response.status_code == 302

@@ -6,7 +6,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 OrderStatusName = Literal["pending", "in_progress", "on_hold", "completed", "cancelled",
                           "archived"]
-DeliveryState = Literal["pending", "processing", "succeeded", "failed", "voided"]
+DeliveryState = Literal["pending", "processing", "succeeded", "failed", "voided",
+                        "awaiting_payout"]
 NoticeState = Literal["pending", "processing", "sent", "failed", "voided"]
 
 
@@ -60,6 +61,15 @@ class Customer(Out):
     email: str | None
     phone: str | None
     loyalty_points: int
+    store_credit: str
+
+
+class Payment(Out):
+    id: int
+    tender: Literal["cash", "debit", "card", "store_credit"]
+    amount: str
+    refunded: str
+    processor_reference: str | None
 
 
 class OrderItem(Out):
@@ -77,8 +87,12 @@ class Refund(Out):
     amount: str
     status: DeliveryState
     method: str | None
+    tender: str | None
+    payment_id: int | None
     attempts: int
     gateway_reference: str | None
+    drawer: str | None
+    paid_out_by: str | None
     last_error: str | None
     created_at: str | None
     succeeded_at: str | None
@@ -153,6 +167,8 @@ class OrderDetail(OrderSummary):
     cancelled_at: str | None
     customer: Customer | None
     items: list[OrderItem]
+    payments: list[Payment]
+    balance_due: str
     refunds: list[Refund]
     notifications: list[Notification]
     cancellations: list[Cancellation]
@@ -304,10 +320,18 @@ class PreviewLine(Out):
     returns_to_stock: bool
 
 
+class RefundShare(Out):
+    tender: str
+    paid_in: str
+    amount: str
+    how: Literal["processor", "counter", "store_credit"]
+
+
 class PreviewRefund(Out):
     amount: str
     method: str | None
     will_refund: bool
+    split: list[RefundShare]
 
 
 class PreviewLoyalty(Out):
@@ -376,11 +400,46 @@ class Reason(Out):
     message: str
 
 
+class MoneyEffect(Out):
+    refund_id: int
+    tender: str | None
+    amount: str
+    status: str
+    effect: Literal["void", "balance_due", "store_credit"]
+    message: str
+    due: str
+    store_credit_taken_back: str
+
+
+class StockBack(Out):
+    sku: str
+    name: str
+    quantity: int
+    reserved_again: bool
+
+
+class PointsBack(Out):
+    taken_back: int
+    given_back: int
+
+
+class ReinstateEffects(Out):
+    """What reinstating would do: the status, the stock, the points and the money."""
+
+    status: str | None
+    stock: list[StockBack]
+    points: PointsBack
+    money: list[MoneyEffect]
+    paid_from_store_credit: str
+    balance_due: str
+
+
 class Eligibility(Out):
     eligible: bool
     reasons: list[Reason]
     deadline: str | None
     cancellation_id: int | None
+    effects: ReinstateEffects | None
 
 
 class Reinstated(Out):
@@ -388,6 +447,8 @@ class Reinstated(Out):
     status: OrderStatusName
     version: int
     reinstated: bool
+    payment_status: str
+    balance_due: str
 
 
 class Billing(Out):

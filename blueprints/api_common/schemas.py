@@ -75,6 +75,11 @@ class CancelOrderBody(Body):
     notify_customer: StrictBool = True
     customer_request: CustomerRequest | None = None
     scope: Literal["this_instance", "all_future"] = "this_instance"
+    refund_to: Literal["original", "store_credit"] = Field(
+        default="original", description="store_credit: the customer agreed to take the refund "
+                                        "as store credit instead of the tenders that paid")
+    refund_to_reason: str | None = Field(default=None, max_length=500,
+                                         description="why store credit (required with it)")
 
 
 class RefundBody(Body):
@@ -107,6 +112,11 @@ class V2CancelBody(Body):
         default="this_instance",
         description="recurring orders: this order only, or also every later order of its "
                     "series that is still cancellable")
+    refund_to: Literal["original", "store_credit"] = Field(
+        default="original", description="store_credit: the customer agreed to take the refund "
+                                        "as store credit instead of the tenders that paid")
+    refund_to_reason: str | None = Field(default=None, max_length=500,
+                                         description="why store credit (required with it)")
 
 
 class ReinstateBody(Body):
@@ -115,6 +125,9 @@ class ReinstateBody(Body):
     reason: str = Field(min_length=1, max_length=500,
                         description="why, e.g. rollback_cancellation")
     restore_previous_state: StrictBool = True
+    use_store_credit: StrictBool = Field(
+        default=False, description="the customer agreed to pay the balance due (refunds that "
+                                   "had gone out) from their store credit, as far as it goes")
 
 
 class ApprovalItem(Body):
@@ -141,6 +154,11 @@ class CancelItemsBody(Body):
                                       description="the version you saw; stale -> 409")
     notify_customer: StrictBool = True
     customer_request: CustomerRequest | None = None
+    refund_to: Literal["original", "store_credit"] = Field(
+        default="original", description="store_credit: the customer agreed to take the refund "
+                                        "as store credit instead of the tenders that paid")
+    refund_to_reason: str | None = Field(default=None, max_length=500,
+                                         description="why store credit (required with it)")
 
 
 class ApprovalRequestBody(Body):

@@ -26,13 +26,17 @@ def customer_dict(customer, viewer):
     return {"id": customer.id, "name": customer.name,
             "email": customer.email if full else mask_email(customer.email),
             "phone": customer.phone if full else mask_phone(customer.phone),
-            "loyalty_points": customer.loyalty_points}
+            "loyalty_points": customer.loyalty_points,
+            "store_credit": money(customer.store_credit_cents)}
 
 
 def refund_dict(refund):
     return {"id": refund.id, "amount": money(refund.amount_cents), "status": refund.status,
-            "method": refund.method, "attempts": refund.attempts,
-            "gateway_reference": refund.gateway_reference, "last_error": refund.last_error,
+            "method": refund.method, "tender": refund.method, "payment_id": refund.payment_id,
+            "attempts": refund.attempts, "gateway_reference": refund.gateway_reference,
+            "drawer": refund.drawer,
+            "paid_out_by": refund.paid_out_by.name if refund.paid_out_by_id else None,
+            "last_error": refund.last_error,
             "created_at": isoformat(refund.created_at),
             "succeeded_at": isoformat(refund.succeeded_at)}
 
@@ -90,6 +94,8 @@ def order_dict(order, viewer):
         "series_id": order.series_id, "cancelled_at": isoformat(order.cancelled_at),
         "customer": customer_dict(order.customer, viewer),
         "items": [item.to_dict() for item in order.items],
+        "payments": [payment.to_dict() for payment in order.payments],
+        "balance_due": money(order.balance_due_cents),
         "refunds": [refund_dict(r) for r in order.refunds],
         "notifications": [notification_dict(n) for n in order.notifications],
         "cancellations": [cancellation_dict(c) for c in order.cancellations],

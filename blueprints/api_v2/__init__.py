@@ -152,7 +152,8 @@ def cancel(order_id):
     body = parse_json(V2CancelBody)
     request = CancelRequest(
         reason=body.reason, notes=body.notes, notify_customer=body.notify_stakeholders,
-        expected_version=body.version, scope=body.scope)
+        expected_version=body.version, scope=body.scope,
+        refund_to=body.refund_to, refund_to_reason=body.refund_to_reason)
     status_url = f"/api/v2/orders/{order_id}/cancel/status"
     job = submit(order_id, current_user, request, audit_context("api_v2"), wait=False).job
     if job.status == maintenance.QUEUED:
@@ -196,9 +197,11 @@ def reinstate(order_id):
     body = parse_json(ReinstateBody)
     order = reinstate_order(order_id, current_user, reason=body.reason,
                             restore_previous_state=body.restore_previous_state,
+                            use_store_credit=body.use_store_credit,
                             context=audit_context("api_v2"))
     return jsonify({"order_id": order.id, "status": order.status, "version": order.version,
-                    "reinstated": True})
+                    "reinstated": True, "payment_status": order.payment_status,
+                    "balance_due": money(order.balance_due_cents)})
 
 
 @bp.get("/billing/orders/<int:order_id>/status")
