@@ -30,11 +30,13 @@ from cancellation.audit import AuditContext
 from cancellation.locks import lock_orders, plans_for
 from cancellation.service import CancelRequest
 from models import (
+    PROCESSOR_TENDERS,
     Customer,
     LoyaltyEntry,
     Notification,
     Order,
     OrderItem,
+    Payment,
     Product,
     Refund,
     StockLevel,
@@ -370,7 +372,16 @@ class DemoBuilder:
         paid = True
         if status == "pending" or (status == "cancelled" and rng.random() < 0.3):
             paid = rng.random() < 0.6
-        method = rng.choices(["card", "debit", "cash"], weights=[50, 25, 25])[0] if paid else None
+        # How dispensaries are paid: mostly cash, then debit (PIN debit / cashless ATM), some
+        # card, and split tenders — cash with debit, or store credit first.
+        tenders = []
+        if paid:
+            mix = rng.choices(["cash", "debit", "card", "cash+debit", "store_credit+cash"],
+                              weights=[45, 25, 12, 12, 6])[0]
+            if mix == "store_credit+cash" and customer is None:
+                mix = "cash+debit"
+            tenders = mix.split("+")
+        method = tenders[0] if tenders else None
         points_earned = total // 100 if in_loyalty and paid else 0
 
         shipment = "not_shipped"
@@ -397,6 +408,15 @@ class DemoBuilder:
             points_redeemed=points_redeemed, billing_hold=billing_hold, shipment_status=shipment,
             series_id=draft["series_id"], series_position=draft["series_position"],
             previous_status=None, cancelled_at=None, version=1)
+        if tenders:
+            first = total if len(tenders) == 1 else total * rng.randint(20, 70) // 100
+            amounts = (first,) if len(tenders) == 1 else (first, total - first)
+            for n, (tender, cents) in enumerate(zip(tenders, amounts, strict=True)):
+                if cents > 0:
+                    self.plan.add(Payment, order_id=order_id, tender=tender, amount_cents=cents,
+                                  refunded_cents=0, created_at=placed_at,
+                                  processor_reference=(f"pay_{number}_{n}"
+                                                       if tender in PROCESSOR_TENDERS else None))
         items = []
         for product_id, quantity, price in lines:
             self.item_id += 1
@@ -530,7 +550,7 @@ class DemoBuilder:
 
 # Parents before children (foreign keys are enforced on SQLite too).
 INSERT_ORDER = [Store, User, user_stores, Product, Customer, StockLevel, Order, OrderItem,
-                LoyaltyEntry]
+                Payment, LoyaltyEntry]
 EXPLICIT_IDS = ["stores", "users", "products", "customers", "orders", "order_items"]
 
 
@@ -594,13 +614,30 @@ def cancel_history(cancellations):
 
 
 def _delivered_long_ago(done):
-    refunds = [{"b_id": plan.refund_id, "b_ref": c["gateway_reference"], "b_at": c["at"],
-                "b_done": c["delivered_at"]} for c, plan in done if plan.refund_id]
-    notices = [{"b_id": plan.notification_id, "b_at": c["at"], "b_done": c["delivered_at"]}
-               for c, plan in done if plan.notification_id]
+    """Card and debit refunds paid by the processor seconds after their cancellation; cash handed
+    over at the counter within hours (the last day's cash still waits there, so the payouts queue
+    has work in it); store credit was given at once. Notices sent."""
+    waiting_since = max((c["at"] for c, _plan in done), default=None)
+    waiting_since = waiting_since - timedelta(hours=20) if waiting_since else None
+    paid, cash, notices = [], [], []
+    for c, plan in done:
+        for n, (allocation, refund_id) in enumerate(zip(plan.refunds, plan.refund_ids,
+                                                        strict=True)):
+            if allocation.tender in PROCESSOR_TENDERS:
+                paid.append({"b_id": refund_id, "b_ref": f"{c['gateway_reference']}{n}",
+                             "b_at": c["at"], "b_done": c["delivered_at"]})
+            elif allocation.tender == "cash" and c["at"] < waiting_since:
+                cash.append({"b_id": refund_id, "b_at": c["at"],
+                             "b_done": c["at"] + timedelta(minutes=20 + c["order_id"] % 200),
+                             "b_by": c["actor_id"], "b_drawer": f"Drawer {1 + c['order_id'] % 3}"})
+        if plan.notification_id:
+            notices.append({"b_id": plan.notification_id, "b_at": c["at"],
+                            "b_done": c["delivered_at"]})
     for model, rows, values in (
-            (Refund, refunds, {"gateway_reference": bindparam("b_ref"),
-                               "succeeded_at": bindparam("b_done")}),
+            (Refund, paid, {"gateway_reference": bindparam("b_ref"),
+                            "succeeded_at": bindparam("b_done")}),
+            (Refund, cash, {"succeeded_at": bindparam("b_done"), "drawer": bindparam("b_drawer"),
+                            "paid_out_by_id": bindparam("b_by")}),
             (Notification, notices, {"sent_at": bindparam("b_done")})):
         if rows:
             table = model.__table__
@@ -640,6 +677,8 @@ def add_open_orders(store_id, count, seed=None):
             status="pending", placed_at=now - timedelta(minutes=rng.randint(1, 600)),
             subtotal_cents=subtotal, tax_cents=tax, total_cents=subtotal + tax,
             payment_status="paid", paid_cents=subtotal + tax, payment_method="card",
+            payments=[Payment(tender="card", amount_cents=subtotal + tax,
+                              processor_reference=f"pay_{store['prefix']}_{next_number + offset}")],
             items=[OrderItem(product_id=pid, quantity=q, unit_price_cents=price)
                    for q, (pid, price) in zip(quantities, lines, strict=True)]))
         for q, (pid, _price) in zip(quantities, lines, strict=True):

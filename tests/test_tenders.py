@@ -163,10 +163,10 @@ def test_refund_as_store_credit_when_the_customer_agrees(app, client, factory, w
     from models import Cancellation, Customer, StoreCreditEntry, db
 
     s = shop(factory, [("card", 2200)])
-    refused = cancel(client, s["order_id"], s["token"], refund_to="store_credit")
+    refused = cancel(client, s["order_id"], s["token"], store_credit_reason="  ")
     assert_api_error(refused, 400, "validation_error")
-    response = cancel(client, s["order_id"], s["token"], refund_to="store_credit",
-                      refund_to_reason="Customer asked for credit at the counter")
+    response = cancel(client, s["order_id"], s["token"],
+                      store_credit_reason="Customer asked for credit at the counter")
     assert response.status_code == 200, response.json
     [(tender, cents, status, key, _payment)] = refunds_of(app, s["order_id"])
     assert (tender, cents, status) == ("store_credit", 2200, "succeeded")
@@ -185,8 +185,7 @@ def test_refund_as_store_credit_when_the_customer_agrees(app, client, factory, w
 
 def test_store_credit_needs_a_customer(app, client, factory):
     s = shop(factory, [("card", 2200)], customer=False)
-    response = cancel(client, s["order_id"], s["token"], refund_to="store_credit",
-                      refund_to_reason="asked")
+    response = cancel(client, s["order_id"], s["token"], store_credit_reason="asked")
     assert_api_error(response, 400, "validation_error")
     assert count(app, __import__("models").Refund,
                  __import__("models").Refund.order_id == s["order_id"]) == 0
@@ -259,8 +258,8 @@ def test_reinstating_takes_store_credit_back_and_bills_what_was_spent(app, clien
     from models import Customer, StoreCreditEntry, db
 
     s = shop(factory, [("card", 2200)])
-    assert cancel(client, s["order_id"], s["token"], refund_to="store_credit",
-                  refund_to_reason="customer agreed").status_code == 200
+    assert cancel(client, s["order_id"], s["token"],
+                  store_credit_reason="customer agreed").status_code == 200
     with app.app_context():  # the customer spent 5.00 of the credit meanwhile
         db.session.get(Customer, s["customer_id"]).store_credit_cents -= 500
         db.session.commit()

@@ -64,7 +64,20 @@ class CustomerRequest(Body):
         return value
 
 
-class CancelOrderBody(Body):
+class RefundChoice(Body):
+    """The refund's destination a cancel body may choose (CancelRequest.refund_to)."""
+
+    store_credit_reason: str | None = Field(
+        default=None, min_length=1, max_length=500, pattern=r"\S",
+        description="refund as store credit instead of the tenders that paid, for this reason "
+                    "(the customer agreed); the order needs a customer")
+
+    def refund_fields(self):
+        return {"refund_to": "store_credit" if self.store_credit_reason else "original",
+                "refund_to_reason": self.store_credit_reason}
+
+
+class CancelOrderBody(RefundChoice):
     """PUT /api/v1/orders/:id/status"""
 
     status: Literal["cancelled"]
@@ -75,11 +88,6 @@ class CancelOrderBody(Body):
     notify_customer: StrictBool = True
     customer_request: CustomerRequest | None = None
     scope: Literal["this_instance", "all_future"] = "this_instance"
-    refund_to: Literal["original", "store_credit"] = Field(
-        default="original", description="store_credit: the customer agreed to take the refund "
-                                        "as store credit instead of the tenders that paid")
-    refund_to_reason: str | None = Field(default=None, max_length=500,
-                                         description="why store credit (required with it)")
 
 
 class RefundBody(Body):
@@ -100,7 +108,7 @@ class CustomerNotificationBody(Body):
     order_id: StrictInt = Field(ge=1, le=ID_MAX)
 
 
-class V2CancelBody(Body):
+class V2CancelBody(RefundChoice):
     """POST /api/v2/orders/:id/cancel (the runbook's body)"""
 
     reason: Reason
@@ -112,11 +120,6 @@ class V2CancelBody(Body):
         default="this_instance",
         description="recurring orders: this order only, or also every later order of its "
                     "series that is still cancellable")
-    refund_to: Literal["original", "store_credit"] = Field(
-        default="original", description="store_credit: the customer agreed to take the refund "
-                                        "as store credit instead of the tenders that paid")
-    refund_to_reason: str | None = Field(default=None, max_length=500,
-                                         description="why store credit (required with it)")
 
 
 class ReinstateBody(Body):
@@ -141,7 +144,7 @@ class CancelItemLine(Body):
                                 description="how many to cancel: 1 up to the open quantity")
 
 
-class CancelItemsBody(Body):
+class CancelItemsBody(RefundChoice):
     """PUT /api/v1/orders/:id/items — partial cancellation"""
 
     items: list[CancelItemLine] = Field(
@@ -154,11 +157,6 @@ class CancelItemsBody(Body):
                                       description="the version you saw; stale -> 409")
     notify_customer: StrictBool = True
     customer_request: CustomerRequest | None = None
-    refund_to: Literal["original", "store_credit"] = Field(
-        default="original", description="store_credit: the customer agreed to take the refund "
-                                        "as store credit instead of the tenders that paid")
-    refund_to_reason: str | None = Field(default=None, max_length=500,
-                                         description="why store credit (required with it)")
 
 
 class ApprovalRequestBody(Body):

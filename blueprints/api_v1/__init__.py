@@ -122,7 +122,7 @@ def update_status(order_id):
     request = CancelRequest(
         reason=body.reason, notes=body.notes, notify_customer=body.notify_customer,
         expected_version=body.version, scope=body.scope,
-        refund_to=body.refund_to, refund_to_reason=body.refund_to_reason,
+        **body.refund_fields(),
         request_contact=contact.contact if contact else None,
         request_channel=contact.channel if contact else None,
         requested_at=contact.requested_at if contact else None)

@@ -30,8 +30,7 @@ def cancel_order_items(order_id):
     contact = body.customer_request
     request = PartialCancelRequest(
         reason=body.reason, notes=body.notes, notify_customer=body.notify_customer,
-        expected_version=body.version, refund_to=body.refund_to,
-        refund_to_reason=body.refund_to_reason,
+        expected_version=body.version, **body.refund_fields(),
         request_contact=contact.contact if contact else None,
         request_channel=contact.channel if contact else None,
         requested_at=contact.requested_at if contact else None,

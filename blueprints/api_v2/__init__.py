@@ -153,7 +153,7 @@ def cancel(order_id):
     request = CancelRequest(
         reason=body.reason, notes=body.notes, notify_customer=body.notify_stakeholders,
         expected_version=body.version, scope=body.scope,
-        refund_to=body.refund_to, refund_to_reason=body.refund_to_reason)
+        **body.refund_fields())
     status_url = f"/api/v2/orders/{order_id}/cancel/status"
     job = submit(order_id, current_user, request, audit_context("api_v2"), wait=False).job
     if job.status == maintenance.QUEUED:

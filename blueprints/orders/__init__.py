@@ -136,7 +136,18 @@ def _panel_context():
     return {"reason_hints": {reason.value: reason.examples for reason in CancellationReason},
             "cancellable_statuses": CANCELLABLE_STATUSES,
             # Functions, so a page that does not show them costs no query.
-            "maintenance_banner": maintenance.banner, "maintenance_on": maintenance.is_on}
+            "maintenance_banner": maintenance.banner, "maintenance_on": maintenance.is_on,
+            "refund_plan": _refund_plan}
+
+
+def _refund_plan(order):
+    """What cancelling every open item of `order` refunds, per tender (impact.refund_split):
+    the plan the cancellation itself writes. Reads only."""
+    from cancellation.impact import plan_full_cancel, refund_split
+
+    if order is None or not order.refundable_cents:
+        return []
+    return refund_split(plan_full_cancel(order, check_stock=False).refunds)
 
 
 def store_local_to_utc(moment, tz):
@@ -431,6 +442,9 @@ def cancel_request_from(form, order):
         reason=form.reason.data, notes=(form.notes.data or "").strip() or None,
         notify_customer=bool(form.notify_customer.data), expected_version=form.version.data,
         scope=form.scope.data if order.series_id and form.scope.data else "this_instance")
+    if form.refund_to_store_credit.data:
+        cancel_request.refund_to = "store_credit"
+        cancel_request.refund_to_reason = (form.refund_to_reason.data or "").strip() or None
     if form.reason.data == CancellationReason.CUSTOMER_REQUESTED.value:
         # The dialog hides these fields for other reasons; what they hold then is not sent.
         cancel_request.request_contact = (form.request_contact.data or "").strip() or None

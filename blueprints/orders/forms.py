@@ -60,6 +60,10 @@ class CancelOrderForm(FlaskForm):
                                                               "%Y-%m-%dT%H:%M:%S"],
                                       validators=[Optional(), within_the_calendar])
     notify_customer = BooleanField("Notify the customer by e-mail", default=True)
+    refund_to_store_credit = BooleanField("Refund as store credit instead (the customer agreed)")
+    refund_to_reason = StringField("Why store credit", validators=[Optional(), Length(max=500)],
+                                   render_kw={"maxlength": 500,
+                                              "placeholder": "e.g. customer asked at the counter"})
     scope = RadioField("Recurring order", choices=SCOPE_CHOICES, default="this_instance",
                        validators=[Optional()])
     confirm_in_progress = BooleanField("I understand fulfillment has started and still want to "
