@@ -186,5 +186,4 @@ def test_every_operation_conforms_and_never_fails(api_schema, seeded, subtests, 
                      for m, rule, status in seeded["answered"] if status < 300}
         v2 = {o.label for o in operations if o.path.startswith("/api/v2/")}
         never = v2 - succeeded - {"POST /api/v2/orders/{order_id}/reinstate"}
-        print("DEBUG", sorted((m, r, st) for m, r, st in seeded["answered"] if "cancel" in r and m == "POST"))
         assert never == set()
