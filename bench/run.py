@@ -304,10 +304,17 @@ def snapshot(engine, first, last):
             f"FROM orders o WHERE {_in_range()} AND {open_})"), p).all())
         stock = {(s, pr): r for s, pr, r in c.execute(text(
             "SELECT store_id, product_id, reserved FROM stock_levels")).all()}
+        # One refund per payment with something left to give back (a full cancel refunds it
+        # all); cash waits at the counter, the others go to the processor.
+        payments = c.execute(text(
+            f"SELECT count(*), sum(CASE WHEN p.tender = 'cash' THEN 1 ELSE 0 END) "
+            f"FROM payments p JOIN orders o ON o.id = p.order_id WHERE {_in_range()} "
+            f"AND {open_} AND p.amount_cents > p.refunded_cents"), p).one()
     return {
         "range": (first, last), "orders": orders[0], "version_sum": orders[1],
         "paid": orders[2] or 0, "refund_cents": orders[3], "restored": orders[4] or 0,
         "reversed": orders[5] or 0,
+        "refund_rows": payments[0] or 0, "cash_refunds": payments[1] or 0,
         "lines": sum(row[3] for row in lines), "units": sum(row[2] for row in lines),
         "returned": {(row[0], row[1]): row[2] for row in lines},
         "points": points, "balances": balances, "stock": stock,
@@ -362,10 +369,12 @@ def verify(engine, before, bulk_job_id=None):
         wrong = sum(1 for cid, points in before["balances"].items()
                     if balances.get(cid) != points + before["points"].get(cid, 0))
         check("customer point balances (customers off)", 0, wrong)
-        row = one(f"SELECT count(*), count(DISTINCT order_id), coalesce(sum(amount_cents), 0) "
+        row = one(f"SELECT count(*), count(DISTINCT order_id), coalesce(sum(amount_cents), 0), "
+                  f"sum(CASE WHEN status = 'awaiting_payout' THEN 1 ELSE 0 END) "
                   f"FROM refunds WHERE {_in_range('order_id')}")
-        check("refunds (rows, orders, cents)",
-              (before["paid"], before["paid"], before["refund_cents"]), tuple(row))
+        check("refunds (rows, orders, cents, cash at the counter)",
+              (before["refund_rows"], before["paid"], before["refund_cents"],
+               before["cash_refunds"]), (row[0], row[1], row[2], row[3] or 0))
         row = one(f"SELECT count(*), count(DISTINCT order_id) FROM notifications "
                   f"WHERE {_in_range('order_id')}")
         check("notifications (rows, orders)", (n, n), tuple(row))
@@ -512,12 +521,18 @@ def floor_statements(dialect):
                   GROUP BY o.customer_id) AS d
             WHERE customers.id = d.customer_id"""),
         ("insert refunds", f"""
-            INSERT INTO refunds (order_id, cancellation_id, amount_cents, method, status,
-                attempts, idempotency_key, created_at, updated_at)
-            SELECT c.order_id, c.id, c.refund_cents, o.payment_method, 'pending', 0,
-                'refund-cancellation-' || c.id, :now, :now
-            FROM cancellations c JOIN orders o ON o.id = c.order_id
-            WHERE {new} AND c.refund_cents > 0"""),
+            INSERT INTO refunds (order_id, cancellation_id, payment_id, amount_cents, method,
+                status, attempts, idempotency_key, created_at, updated_at)
+            SELECT c.order_id, c.id, p.id, p.amount_cents - p.refunded_cents, p.tender,
+                CASE WHEN p.tender = 'cash' THEN 'awaiting_payout' ELSE 'pending' END, 0,
+                'refund-cancellation-' || c.id || '-payment-' || p.id, :now, :now
+            FROM cancellations c JOIN payments p ON p.order_id = c.order_id
+            WHERE {new} AND c.refund_cents > 0 AND p.amount_cents > p.refunded_cents"""),
+        ("update payments", f"""
+            UPDATE payments SET refunded_cents = payments.amount_cents
+            FROM cancellations c
+            WHERE {new} AND payments.order_id = c.order_id
+              AND payments.amount_cents > payments.refunded_cents"""),
         ("insert notifications", f"""
             INSERT INTO notifications (order_id, cancellation_id, channel, template, recipient,
                 status, attempts, idempotency_key, created_at, updated_at)

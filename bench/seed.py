@@ -18,7 +18,7 @@ MANAGER_EMAIL = "bench-manager@bench.test"
 ORDER_PREFIX = "BN-"
 CHUNK = 50_000  # orders per COPY
 # The big tables whose secondary indexes are built after the load (PostgreSQL).
-REINDEXED = ("orders", "order_items", "customers")
+REINDEXED = ("orders", "order_items", "customers", "payments")
 
 
 def log(message):
@@ -47,6 +47,10 @@ ORDER_COLUMNS = ("id", "number", "store_id", "customer_id", "status", "placed_at
                  "cancelled_at", "version")
 ITEM_COLUMNS = ("id", "order_id", "product_id", "quantity", "unit_price_cents",
                 "cancelled_quantity")
+PAYMENT_COLUMNS = ("id", "order_id", "tender", "amount_cents", "refunded_cents",
+                   "processor_reference", "created_at")
+# How a dispensary's paid orders are paid (cash+debit: a split tender, part of each).
+TENDER_MIX = (("cash", 45), ("debit", 25), ("card", 15), ("cash+debit", 15))
 BACKGROUND_STATUSES = (("pending", 15), ("in_progress", 8), ("on_hold", 4), ("completed", 50),
                        ("cancelled", 13), ("archived", 10))
 TABLE_COLUMNS = {
@@ -56,6 +60,7 @@ TABLE_COLUMNS = {
     "stock_levels": ("id", "store_id", "product_id", "on_hand", "reserved"),
     "orders": ORDER_COLUMNS,
     "order_items": ITEM_COLUMNS,
+    "payments": PAYMENT_COLUMNS,
 }
 
 
@@ -103,9 +108,9 @@ class Generator:
         self.rng = random.Random(settings.seed)
         self.reserved = {}
         self.ranges = {}
-        self.orders = self.items = 0
+        self.orders = self.items = self.payments = 0
         self.next_id = 1
-        self._orders, self._items = [], []
+        self._orders, self._items, self._payments = [], [], []
 
     def _add(self, store, status, placed_at, shape, shipment="not_shipped", hold=False):
         customer, lines, paid, earned, redeemed = shape
@@ -115,11 +120,22 @@ class Generator:
         tax = round(subtotal * 0.15)
         total = subtotal + tax
         cancelled = status == "cancelled"
+        tenders = []
+        if paid:
+            mix = self.rng.choices([m for m, _ in TENDER_MIX], [w for _, w in TENDER_MIX])[0]
+            tenders = mix.split("+")
+            first = total if len(tenders) == 1 else total * self.rng.randint(20, 80) // 100
+            amounts = (first,) if len(tenders) == 1 else (first, total - first)
+            for tender, cents in zip(tenders, amounts, strict=True):
+                self.payments += 1
+                self._payments.append((
+                    self.payments, order_id, tender, cents, cents if cancelled else 0,
+                    f"pay_{order_id}_{tender}" if tender != "cash" else None, placed_at))
         self._orders.append((
             order_id, order_number(order_id), store, customer, status, placed_at, placed_at,
             subtotal, tax, 0, total, ("refunded" if cancelled else "paid") if paid
             else "unpaid", total if paid else 0, total if paid and cancelled else 0,
-            "card" if paid else None, earned, redeemed, hold, shipment,
+            tenders[0] if paid else None, earned, redeemed, hold, shipment,
             "pending" if cancelled else None, placed_at + timedelta(hours=3) if cancelled
             else None, 1))
         open_ = status in CANCELLABLE
@@ -132,13 +148,13 @@ class Generator:
                 self.reserved[key] = self.reserved.get(key, 0) + quantity
 
     def _flush(self):
-        chunk = (self._orders, self._items)
+        chunk = (self._orders, self._items, self._payments)
         self.orders += len(self._orders)
-        self._orders, self._items = [], []
+        self._orders, self._items, self._payments = [], [], []
         return chunk
 
     def chunks(self):
-        """(orders, items) lists of at most CHUNK orders."""
+        """(orders, items, payments) lists of at most CHUNK orders."""
         rng, settings, now = self.rng, self.settings, self.now
         statuses = [s for s, _ in BACKGROUND_STATUSES]
         weights = [w for _, w in BACKGROUND_STATUSES]
@@ -272,9 +288,10 @@ def seed(app, settings):
             (2, "Uptown", "BENCH-LIC-2", "America/Los_Angeles")])
         load_rows(connection, "products", generator.products())
         load_rows(connection, "customers", generator.customers())
-        for number, (orders, items) in enumerate(generator.chunks(), 1):
+        for number, (orders, items, payments) in enumerate(generator.chunks(), 1):
             load_rows(connection, "orders", orders)
             load_rows(connection, "order_items", items)
+            load_rows(connection, "payments", payments)
             if number % 5 == 0:
                 log(f"    {generator.orders:,} orders loaded")
         load_rows(connection, "stock_levels", generator.stock())

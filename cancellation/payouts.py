@@ -43,6 +43,7 @@ from models import (
     utcnow,
 )
 from models.delivery import DeliveryStatus
+from models.order import PaymentStatus
 
 CASH = Tender.CASH.value
 DRAWER_MAX = 40
@@ -338,6 +339,8 @@ def take_balance(order_id, actor, *, tender, amount_cents, drawer=None, context=
         before = {"balance_due": money(due), "paid": money(order.paid_cents)}
         order.paid_cents += amount_cents
         order.balance_due_cents = due - amount_cents
+        if order.balance_due_cents == 0 and order.payment_status == PaymentStatus.BALANCE_DUE.value:
+            order.payment_status = PaymentStatus.PAID.value  # settled: owes nothing again
         db.session.flush()  # the version-checked order update: a concurrent payment loses here
         if tender == Tender.STORE_CREDIT.value:
             _spend_store_credit(order, actor, amount_cents)

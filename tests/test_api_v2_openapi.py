@@ -213,7 +213,15 @@ def test_real_responses_match_the_document(app, factory, worker, document):
     call("POST", f"/api/v2/orders/{rollback}/reinstate", 200,
          headers=v2_headers(ops_t, ops, str(uuid.uuid4())),
          json={"reason": "rollback_cancellation", "restore_previous_state": True})
-    call("POST", f"/api/v2/orders/{target}/reinstate", 409,  # refund paid out
+    changed = order(paid=False)  # cancelled, then edited: reinstating it is refused (409)
+    v2_cancel(call.client, changed, ops_t)
+    v2_wait_cancel(call.client, changed, ops_t)
+    with app.app_context():
+        from models import Order, db
+
+        db.session.get(Order, changed).shipment_status = "ready_for_pickup"
+        db.session.commit()
+    call("POST", f"/api/v2/orders/{changed}/reinstate", 409,
          headers=v2_headers(ops_t, ops, str(uuid.uuid4())), json={"reason": "rollback"})
     approval = order(status="in_progress")
     call("POST", f"/api/v2/orders/{approval}/cancel", 202,

@@ -94,9 +94,11 @@ def test_cash_refund_paid_out_at_the_counter(app, factory, live_server, new_page
     snap(page, "money-5-drawer-report")
 
 
-def test_reinstate_a_cancelled_card_order_from_its_page(app, client, factory, live_server,
-                                                        new_page):
-    shop = factory.shop(role="store_manager")  # paid by card; no worker: the refund waits
+def test_reinstate_a_cancelled_order_from_its_page(app, client, factory, live_server,
+                                                   new_page):
+    # Paid in cash and not handed over yet: the refund waits at the counter, so reinstating
+    # voids it (whatever the session worker is doing meanwhile).
+    shop = factory.shop(role="store_manager", tenders=[("cash", 5500)])
     response = client.put(f"/api/v1/orders/{shop['order_id']}/status",
                           headers=bearer(shop["token"]),
                           json={"status": "cancelled", "reason": "inventory_issues"})

@@ -22,7 +22,8 @@ class CountingGateway:
         self.calls, self.delay, self.fail_first, self.hold = [], delay, fail_first, hold
         self.lock = threading.Lock()
 
-    def refund(self, *, idempotency_key, amount_cents, order_number, method=None):
+    def refund(self, *, idempotency_key, amount_cents, order_number, tender=None,
+               payment_reference=None, attempt=1):
         with self.lock:
             self.calls.append(idempotency_key)
             failing = len(self.calls) <= self.fail_first

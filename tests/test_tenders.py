@@ -252,6 +252,19 @@ def test_reinstating_after_the_cash_was_paid_out_leaves_a_balance_due(app, clien
     order = order_of(client, s)
     assert order["status"] == "pending" and order["balance_due"] == "22.00"
     assert refunds_of(app, s["order_id"])[0][2] == "succeeded"
+    # Paid again at pickup: the order owes nothing and shows paid.
+    from cancellation import payouts
+    from cancellation.audit import AuditContext
+    from models import User
+
+    with app.app_context():
+        payouts.take_balance(s["order_id"], db.session.get(User, s["manager"]), tender="cash",
+                             amount_cents=2200, drawer="Drawer 2",
+                             context=AuditContext(source="panel"))
+    order = order_of(client, s)
+    assert (order["balance_due"], order["payment_status"]) == ("0.00", "paid")
+    assert [(p["tender"], p["amount"]) for p in order["payments"]] == [
+        ("cash", "22.00"), ("cash", "22.00")]
 
 
 def test_reinstating_takes_store_credit_back_and_bills_what_was_spent(app, client, factory):
