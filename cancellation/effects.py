@@ -44,7 +44,7 @@ from models import (
 )
 
 ORDER_COLUMNS = ("subtotal_cents", "tax_cents", "discount_cents", "total_cents", "refunded_cents",
-                 "payment_status", "updated_at", "version")
+                 "balance_due_cents", "payment_status", "updated_at", "version")
 CLOSING_COLUMNS = ("status", "previous_status", "cancelled_at")
 
 
@@ -135,6 +135,7 @@ def _insert_cancellations(plans, actor, context):
           "refund_cents": max(plan.refund_cents, 0),
           "refund_to": getattr(plan.request, "refund_to", None) or "original",
           "refund_to_reason": getattr(plan.request, "refund_to_reason", None),
+          "balance_cleared_cents": plan.amounts.balance_cleared,
           "subtotal_cents": plan.amounts.subtotal, "tax_cents": plan.amounts.tax,
           "discount_cents": plan.amounts.discount, "total_cents": plan.amounts.total,
           "points_restored": plan.amounts.points_restored if plan.customer_id else 0,

@@ -77,6 +77,7 @@ class Figures:
     points_redeemed: int = 0
     points_reversed: int = 0  # already settled by earlier cancellations
     points_restored: int = 0
+    balance_due: int = 0  # owed again since a reinstatement (cancellation/reinstate.py)
 
     @property
     def refundable(self):
@@ -94,6 +95,7 @@ class Split:
     refund: int
     points_restored: int
     points_reversed: int
+    balance_cleared: int = 0  # taken off the balance due: what the customer no longer owes
 
 
 def _share(amount, part, whole):
@@ -117,18 +119,24 @@ def split(figures, value, *, closes):
     `closes`: nothing of the order is left open afterwards — then everything left goes.
     """
     f = figures
+    due = max(f.balance_due, 0)
     if closes:
         subtotal, tax, discount = max(f.subtotal, 0), max(f.tax, 0), max(f.discount, 0)
-        total, refund = max(f.total, 0), f.refundable
+        total, refund, cleared = max(f.total, 0), f.refundable, due
     else:
         subtotal = _share(f.subtotal, value, f.open_value)
         tax = _share(f.tax, value, f.open_value)
         discount = _share(f.discount, value, f.open_value)
         total = min(max(subtotal + tax - discount, 0), max(f.total, 0))
-        refund = _share(f.refundable, total, f.total)
+        if due:  # what is cancelled is first what the customer still owes, then refunded
+            cleared = min(total, due)
+            refund = min(total - cleared, f.refundable)
+        else:
+            cleared, refund = 0, _share(f.refundable, total, f.total)
     cancelled_value = f.placed_value - f.open_value + value
     return Split(
         subtotal=subtotal, tax=tax, discount=discount, total=total, refund=refund,
+        balance_cleared=cleared,
         points_restored=_points(f.points_redeemed, f.points_restored, cancelled_value,
                                 f.placed_value, closes),
         points_reversed=_points(f.points_earned, f.points_reversed, cancelled_value,
@@ -147,7 +155,8 @@ def figures_of(order, settled=NOTHING_SETTLED):
         open_value=sum(i.open_quantity * i.unit_price_cents for i in order.items),
         points_earned=order.points_earned if with_customer else 0,
         points_redeemed=order.points_redeemed if with_customer else 0,
-        points_reversed=reversed_, points_restored=restored)
+        points_reversed=reversed_, points_restored=restored,
+        balance_due=order.balance_due_cents or 0)
 
 
 def open_lines(order):
@@ -168,11 +177,17 @@ def amounts_of(order, lines, settled=NOTHING_SETTLED):
     return split(figures_of(order, settled), value, closes=closes), closes
 
 
-def payment_status_after(order, refund):
-    """The payment status once `refund` more cents are booked as refunded."""
-    if refund <= 0:
+def payment_status_after(order, refund, balance_due=0):
+    """The payment status once `refund` more cents are booked as refunded and `balance_due`
+    is still owed."""
+    if balance_due > 0:
+        return PaymentStatus.BALANCE_DUE.value
+    if refund <= 0 and order.payment_status != PaymentStatus.BALANCE_DUE.value:
         return order.payment_status
-    return (PaymentStatus.REFUNDED.value if order.refunded_cents + refund >= order.paid_cents
+    refunded = order.refunded_cents + max(refund, 0)
+    if refunded <= 0:
+        return PaymentStatus.PAID.value if order.paid_cents else PaymentStatus.UNPAID.value
+    return (PaymentStatus.REFUNDED.value if refunded >= order.paid_cents
             else PaymentStatus.PARTIALLY_REFUNDED.value)
 
 
@@ -423,7 +438,9 @@ def order_values(order, amounts, closes, now, settled=NOTHING_SETTLED):
         "subtotal_cents": totals[0], "tax_cents": totals[1], "discount_cents": totals[2],
         "total_cents": totals[3],
         "refunded_cents": order.refunded_cents + max(amounts.refund, 0),
-        "payment_status": payment_status_after(order, amounts.refund),
+        "balance_due_cents": (order.balance_due_cents or 0) - amounts.balance_cleared,
+        "payment_status": payment_status_after(
+            order, amounts.refund, (order.balance_due_cents or 0) - amounts.balance_cleared),
         "updated_at": now, "version": order.version + 1,
     }
     if closes:

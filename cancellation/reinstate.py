@@ -101,8 +101,15 @@ class Eligibility:
     stock: list = field(default_factory=list)  # [{"sku", "name", "quantity"}]
 
     @property
+    def owed_again(self):
+        """Cents the order owes once reinstated, before any store credit settles them: the
+        refunds paid out, and what the cancellation took off an earlier balance due."""
+        cleared = self.cancellation.balance_cleared_cents if self.cancellation else 0
+        return sum(effect.due for effect in self.money) + (cleared or 0)
+
+    @property
     def balance_due(self):
-        return sum(effect.due for effect in self.money) - self.settled_from_credit
+        return self.owed_again - self.settled_from_credit
 
     def to_dict(self):
         cancellation = self.cancellation
@@ -127,9 +134,10 @@ def _closing_cancellation(order):
     return standing[-1] if standing else None
 
 
-def money_effects(order, refunds, use_store_credit=False):
+def money_effects(order, refunds, use_store_credit=False, owed=0):
     """([MoneyEffect], cents of the balance paid from store credit) for the cancellation's
-    `refunds`, given the customer's store credit now."""
+    `refunds`, given the customer's store credit now; `owed`: what else comes due again (a
+    balance the cancellation had cleared)."""
     credit = order.customer.store_credit_cents if order.customer is not None else 0
     effects = []
     for refund in refunds:
@@ -144,7 +152,7 @@ def money_effects(order, refunds, use_store_credit=False):
                                        due=refund.amount_cents - taken))
         else:
             effects.append(MoneyEffect(refund, DUE, due=refund.amount_cents))
-    due = sum(effect.due for effect in effects)
+    due = sum(effect.due for effect in effects) + owed
     settled = min(due, max(credit, 0)) if use_store_credit else 0
     return effects, settled
 
@@ -185,7 +193,8 @@ def reinstate_eligibility(order, now=None, use_store_credit=False):
             reasons.append({"code": "stock_unavailable", "message": (
                 f"Only {stock.available if stock else 0} of {line.product.name} "
                 f"({line.product.sku}) are available; {line.quantity} are needed.")})
-    effects, settled = money_effects(order, refunds, use_store_credit)
+    effects, settled = money_effects(order, refunds, use_store_credit,
+                                     owed=cancellation.balance_cleared_cents or 0)
     return Eligibility(not reasons, reasons, deadline, cancellation, money=effects,
                        settled_from_credit=settled, status_after=cancellation.previous_status,
                        stock=stock_back)
@@ -251,7 +260,7 @@ def _undo(order, eligibility, actor, reason, restore_previous_state, context):
     taken_back = sum(effect.taken_back for effect in eligibility.money)
     settled = eligibility.settled_from_credit
     _move_store_credit(order, cancellation, actor, taken_back, settled)
-    due = sum(effect.due for effect in eligibility.money) - settled
+    due = eligibility.balance_due
     order.status = (cancellation.previous_status if restore_previous_state
                     else OrderStatus.PENDING.value)
     order.cancelled_at = None

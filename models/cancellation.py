@@ -28,6 +28,9 @@ class Cancellation(db.Model):
     refund_to: Mapped[str] = mapped_column(String(16), default="original",
                                            server_default="original")
     refund_to_reason: Mapped[str | None] = mapped_column(Text)
+    # What it took off a balance due (an order reinstated after its refund went out, cancelled
+    # again): owed no more — and owed again if this cancellation is reinstated.
+    balance_cleared_cents: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # The value cancelled: what this cancellation took off the order's subtotal, tax, discount
     # and total. The one that leaves nothing open puts the order's totals back to what it was
     # placed for (cancellation/plan.py), so these are also what a reinstatement takes off again.

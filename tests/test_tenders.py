@@ -329,3 +329,53 @@ def test_an_order_cancelled_piece_by_piece_can_be_reinstated(app, client, factor
         # The last cancellation is undone: one unit open again, owing what it is worth.
         assert order.status == "pending" and order.items[0].open_quantity == 1
         assert order.total_cents == 1100 and order.paid_cents - order.refunded_cents == 1100
+
+
+def test_cancelling_again_clears_the_balance_and_reinstating_again_owes_it(app, client, factory,
+                                                                          worker):
+    """Reinstated with a balance due, then cancelled again before paying: nothing is refunded
+    (the customer holds nothing of ours) and nothing is owed; reinstated once more, it is owed
+    again. Never a second payout for the same money."""
+    s = shop(factory, [("card", 2200)])
+    assert cancel(client, s["order_id"], s["token"]).status_code == 200
+    wait_for(lambda: refunds_of(app, s["order_id"])[0][2] == "succeeded",
+             message="the card refund to be paid")
+    assert reinstate(client, s).json["balance_due"] == "22.00"
+
+    again = cancel(client, s["order_id"], s["token"])
+    assert again.status_code == 200, again.json
+    order = order_of(client, s)
+    assert (order["balance_due"], order["payment_status"]) == ("0.00", "refunded")
+    assert len(refunds_of(app, s["order_id"])) == 1  # no second refund
+    assert again.json["cancellations"][-1]["refund_amount"] == "0.00"
+
+    eligibility = eligibility_of(client, s)
+    assert eligibility["effects"]["balance_due"] == "22.00"
+    response = reinstate(client, s)
+    assert response.status_code == 200, response.json
+    assert (response.json["balance_due"], response.json["payment_status"]) == (
+        "22.00", "balance_due")
+
+
+def test_a_partial_cancel_of_an_order_with_a_balance_due_lowers_what_is_owed_first(
+        app, client, factory):
+    from models import Order, Refund, db
+
+    s = shop(factory, [("cash", 4400)], quantity=4)  # 4 x 10.00 + 10 % tax
+    assert cancel(client, s["order_id"], s["token"]).status_code == 200
+    with app.app_context():  # the cash was handed over
+        db.session.execute(db.update(Refund).where(Refund.order_id == s["order_id"])
+                           .values(status="succeeded", drawer="Drawer 1"))
+        db.session.commit()
+    assert reinstate(client, s).json["balance_due"] == "44.00"
+    item_id = order_of(client, s)["items"][0]["id"]
+    response = client.put(f"/api/v1/orders/{s['order_id']}/items",
+                          json={"reason": "inventory_issues",
+                                "items": [{"item_id": item_id, "quantity": 1}]},
+                          headers=bearer(s["token"]))
+    assert response.status_code == 200, response.json
+    with app.app_context():
+        order = db.session.get(Order, s["order_id"])
+        assert (order.total_cents, order.balance_due_cents) == (3300, 3300)
+        assert order.payment_status == "balance_due"
+    assert len(refunds_of(app, s["order_id"])) == 1  # nothing refunded: they owed it

@@ -94,6 +94,8 @@ def upgrade():
     op.add_column("cancellations", sa.Column("refund_to", sa.String(length=16), nullable=False,
                                              server_default="original"))
     op.add_column("cancellations", sa.Column("refund_to_reason", sa.Text(), nullable=True))
+    op.add_column("cancellations", sa.Column("balance_cleared_cents", sa.Integer(),
+                                             nullable=False, server_default="0"))
     _add_reference("refunds", "payment_id", "payments", index=True)
     _add_reference("refunds", "paid_out_by_id", "users")
     op.add_column("refunds", sa.Column("drawer", sa.String(length=40), nullable=True))
@@ -140,6 +142,7 @@ def downgrade():
     op.drop_column("refunds", "paid_out_by_id")
     op.drop_index("ix_refunds_payment_id", "refunds")
     op.drop_column("refunds", "payment_id")
+    op.drop_column("cancellations", "balance_cleared_cents")
     op.drop_column("cancellations", "refund_to_reason")
     op.drop_column("cancellations", "refund_to")
     op.drop_column("customers", "store_credit_cents")
