@@ -13,7 +13,7 @@ from flask import current_app
 from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from cancellation.adapters import DeliveryError, notifier, payment_gateway
+from cancellation.adapters import DeliveryError, OutcomeUnknown, notifier, payment_gateway
 from cancellation.audit import SYSTEM, record, record_each
 from cancellation.errors import DeliveryClaimed, InvalidState, NotFound
 from models import (
@@ -355,6 +355,8 @@ def _settle_rows(done):
             values, after = result
             values = {"status": DeliveryStatus.SUCCEEDED.value, "last_error": None,
                       "next_attempt_at": None, **values}
+            if model is Refund:
+                values["outcome_unknown"] = False
         else:
             delay = next_attempt_at = None
             if claim.attempt < max_attempts:
@@ -363,6 +365,8 @@ def _settle_rows(done):
             last_error = str(result)[:500]
             values = {"status": DeliveryStatus.FAILED.value, "last_error": last_error,
                       "next_attempt_at": next_attempt_at}
+            if model is Refund:  # sent, answer lost: the processor may have paid it
+                values["outcome_unknown"] = isinstance(result, OutcomeUnknown)
             after = {"error": last_error, "next_attempt_in_s": delay}
         # Compare-and-set on `processing` and the attempt this worker claimed: False when the
         # claim went stale and another worker took the row over; its outcome stands.
@@ -437,8 +441,8 @@ def _message(number, kind, refund, lines, *, template=None, refunds=(), store=No
     if template == "order_reinstated":
         body = [f"Your order {number} was reinstated: it is open again.", ""]
         if balance_due:
-            body.append(f"The refund had already been paid out to you, so ${money(balance_due)} "
-                        f"is due again: please pay it when you collect your order at {store}.")
+            body.append(f"Money for it had already gone back to you, so ${money(balance_due)} "
+                        f"is due: please pay it when you collect your order at {store}.")
         else:
             body.append("Any refund that had not gone out yet was cancelled; nothing is due.")
         body += ["", "Questions? Reply to this message or call the store."]

@@ -32,7 +32,7 @@ The arithmetic (`split`) is a pure function of integers:
 be recomputed from the placed figures: a different order of partial cancels can round a cent
 differently on the way, never at the end.)
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import NamedTuple
 
@@ -413,10 +413,15 @@ def plan_cancel(order, request, now, *, lines=None, settled=NOTHING_SETTLED,
                     for item, quantity in sorted(lines, key=lambda line: (line[0].product_id,
                                                                           line[0].id)))
     cancelled = {line.item_id: line.quantity for line in planned}
+    refunds = refunds_of(order, amounts.refund,
+                         getattr(request, "refund_to", ORIGINAL) or ORIGINAL)
+    # The refund rows are the refund: never book more refunded than the payments give back
+    # (an order whose paid_cents disagreed with its payments would otherwise).
+    given = sum(allocation.amount for allocation in refunds)
+    if given != amounts.refund:
+        amounts = replace(amounts, refund=given)
     return Plan(order=order, kind=kind, request=request, lines=planned, closes=closes,
-                amounts=amounts, now=now, before=snapshot(order),
-                refunds=refunds_of(order, amounts.refund,
-                                   getattr(request, "refund_to", ORIGINAL) or ORIGINAL),
+                amounts=amounts, now=now, before=snapshot(order), refunds=refunds,
                 values=order_values(order, amounts, closes, now, settled),
                 open_after={item.id: item.open_quantity - cancelled.get(item.id, 0)
                             for item in order.items})

@@ -175,7 +175,12 @@ def reinstate_eligibility(order, now=None, use_store_credit=False):
             f"The {window.total_seconds() / 3600:g}-hour reinstatement window closed at "
             f"{isoformat(deadline)}. " + REMEDIATION.format(id=order.id))})
     refunds = [r for r in order.refunds if r.cancellation_id == cancellation.id]
-    if any(r.status == DeliveryStatus.PROCESSING.value for r in refunds):
+    if any(r.outcome_unknown and r.status in VOIDABLE for r in refunds):
+        reasons.append({"code": "refund_outcome_unknown", "message": (
+            "A refund was sent to the payment processor and its answer was lost: it may have "
+            "been paid. It is looked up on its next attempt (or retry it now); ask again once "
+            "it shows paid or failed.")})
+    elif any(r.status == DeliveryStatus.PROCESSING.value for r in refunds):
         reasons.append({"code": "refund_in_progress", "message": (
             "The refund is being paid out right now; check again in a minute.")})
     if cancellation.order_version is not None and order.version != cancellation.order_version:
@@ -244,7 +249,8 @@ def _undo(order, eligibility, actor, reason, restore_previous_state, context):
         # paying the cash out right now) wins, and the reinstatement is refused rather than
         # voiding money already on its way.
         voided = db.session.execute(
-            update(Refund).where(Refund.id == refund.id, Refund.status.in_(VOIDABLE))
+            update(Refund).where(Refund.id == refund.id, Refund.status.in_(VOIDABLE),
+                                 Refund.outcome_unknown.is_(False))
             .values(status=DeliveryStatus.VOIDED.value, next_attempt_at=None)
             .execution_options(synchronize_session=False)).rowcount
         if not voided:
@@ -257,7 +263,17 @@ def _undo(order, eligibility, actor, reason, restore_previous_state, context):
                 update(Payment).where(Payment.id == refund.payment_id)
                 .values(refunded_cents=Payment.refunded_cents - refund.amount_cents)
                 .execution_options(synchronize_session=False))
-    taken_back = sum(effect.taken_back for effect in eligibility.money)
+    taken_back = 0
+    for effect in eligibility.money:
+        if effect.effect == CREDIT and effect.taken_back:
+            # The credit came back from the customer: that much of the payment is theirs no
+            # more, i.e. no longer refunded (what they spent stays refunded, and is due).
+            taken_back += effect.taken_back
+            if effect.refund.payment_id is not None:
+                db.session.execute(
+                    update(Payment).where(Payment.id == effect.refund.payment_id)
+                    .values(refunded_cents=Payment.refunded_cents - effect.taken_back)
+                    .execution_options(synchronize_session=False))
     settled = eligibility.settled_from_credit
     _move_store_credit(order, cancellation, actor, taken_back, settled)
     due = eligibility.balance_due
@@ -273,7 +289,7 @@ def _undo(order, eligibility, actor, reason, restore_previous_state, context):
                Cancellation.reinstated_at.is_(None))).one()
     for column, cents in zip(TOTALS, taken, strict=True):
         setattr(order, column, getattr(order, column) - int(cents))
-    order.refunded_cents -= voided_cents
+    order.refunded_cents -= voided_cents + taken_back
     if settled:  # paid again from store credit, as a payment of its own
         order.payments.append(Payment(tender=STORE_CREDIT, amount_cents=settled,
                                       taken_by_id=getattr(actor, "id", None)))
@@ -281,7 +297,7 @@ def _undo(order, eligibility, actor, reason, restore_previous_state, context):
     order.balance_due_cents += due
     if due > 0:
         order.payment_status = PaymentStatus.BALANCE_DUE.value
-    elif voided_cents or settled:
+    elif voided_cents or settled or taken_back:
         order.payment_status = (PaymentStatus.PAID.value
                                 if order.paid_cents - order.refunded_cents >= order.total_cents
                                 else PaymentStatus.PARTIALLY_REFUNDED.value)

@@ -7,7 +7,7 @@ HTTP, which keeps its own ledger by key: sandbox_processor/ here.)
 import enum
 from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models import db, utcnow
@@ -47,6 +47,10 @@ class Refund(_Deliverable, db.Model):
     # The payment it gives back (None on refunds older than payments).
     payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id"), index=True)
     gateway_reference: Mapped[str | None] = mapped_column(String(64))
+    # The last attempt went out and its answer was lost: the processor may have paid it. The
+    # next attempt looks the key up first; until then nothing may void it (reinstate.py).
+    outcome_unknown: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                  server_default=false())
     succeeded_at: Mapped[datetime | None] = mapped_column(DateTime)
     # A cash refund paid out at the counter: by whom, from which drawer.
     paid_out_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))

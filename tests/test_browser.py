@@ -25,7 +25,7 @@ def test_cancel_from_the_row_action_menu(app, factory, live_server, page):
         dialog.get_by_role("button", name="Confirm Cancellation").click()
 
     alert = page.locator(".alert-success")
-    assert "cancelled. Refund of $55.00 queued" in alert.inner_text()
+    assert "cancelled. Refund: $55.00 to the card (processor)" in alert.inner_text()
     row = page.locator(f"tr[data-order-id='{shop['order_id']}']")
     assert row.locator(".status-badge").inner_text().strip() == "Cancelled"
     assert status_of(app, shop["order_id"]) == "cancelled"

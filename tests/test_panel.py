@@ -194,8 +194,8 @@ def test_cancel_through_the_form(app, client, auth, factory):
 
     page = text_of(client.get(response.headers["Location"]))
     number = order_row(app, shop["order_id"])["number"]
-    assert f"Order {number} cancelled. Refund of $55.00 queued; customer will be notified." \
-        in page
+    assert (f"Order {number} cancelled. Refund: $55.00 to the card (processor); customer will "
+            "be notified.") in page
     assert "Batch failed QA" in page
     assert "order.cancelled" in page  # the audit timeline
     assert order_row(app, shop["order_id"])["status"] == "cancelled"

@@ -454,11 +454,28 @@ def cancel_request_from(form, order):
     return cancel_request
 
 
+REFUND_WAYS = {"card": "to the card (processor)", "debit": "to the debit account (processor)",
+               "cash": "in cash — hand it over on the Payouts page",
+               "store_credit": "as store credit (given)"}
+
+
+def refund_summary(cancellation):
+    """"Refund: $12.00 in cash — hand it over…, $5.00 to the card": where each tender's share
+    goes, as staff must act on it."""
+    shares = {}
+    for refund in cancellation.refunds:
+        shares[refund.method] = shares.get(refund.method, 0) + refund.amount_cents
+    if not shares:
+        return f"Refund of {dollars(cancellation.refund_cents)} queued"
+    return "Refund: " + ", ".join(f"{dollars(cents)} {REFUND_WAYS.get(tender, 'queued')}"
+                                  for tender, cents in shares.items())
+
+
 def success_message(outcome):
     cancellation = outcome.cancellation
     parts = [f"Order {outcome.order.number} cancelled."]
     if cancellation.refund_cents:
-        parts.append(f"Refund of {dollars(cancellation.refund_cents)} queued;")
+        parts.append(refund_summary(cancellation) + ";")
     else:
         parts.append("No payment to refund;")
     parts.append("customer will be notified." if cancellation.notify_customer

@@ -1,6 +1,7 @@
 """Forms of the orders panel: list filters, the cancel dialog, and the CSRF-only action forms."""
 from dataclasses import dataclass
 from datetime import date, timedelta
+from decimal import Decimal
 
 from flask_wtf import FlaskForm
 from wtforms import (
@@ -15,7 +16,14 @@ from wtforms import (
     StringField,
     TextAreaField,
 )
-from wtforms.validators import InputRequired, Length, NumberRange, Optional, ValidationError
+from wtforms.validators import (
+    InputRequired,
+    Length,
+    NumberRange,
+    Optional,
+    StopValidation,
+    ValidationError,
+)
 from wtforms.widgets import HiddenInput
 
 from cancellation.oversight import query_date, query_int, query_text
@@ -37,6 +45,14 @@ def within_the_calendar(form, field):
     if field.data is not None and not date.min < field.data.date() < date.max:
         raise ValidationError(f"Enter a date between {date.min + timedelta(days=1)} and "
                               f"{date.max - timedelta(days=1)}.")
+
+
+def a_sum_of_money(form, field):
+    """A finite amount below a billion dollars — before NumberRange, which cannot compare a
+    signalling NaN, and before the view multiplies it into cents."""
+    value = field.data
+    if value is None or not value.is_finite() or abs(value) >= Decimal("1e9"):
+        raise StopValidation("Enter an amount in dollars and cents, e.g. 12.34.")
 
 
 class CancelOrderForm(FlaskForm):
@@ -92,7 +108,7 @@ class TakeBalanceForm(FlaskForm):
     tender = SelectField("Paid with", choices=[SelectChoice(t.value, t.label) for t in Tender],
                          validators=[InputRequired("Choose how the customer pays.")])
     amount = DecimalField("Amount ($)", places=2,
-                          validators=[InputRequired("Enter the amount paid."),
+                          validators=[InputRequired("Enter the amount paid."), a_sum_of_money,
                                       NumberRange(min=0.01, message="Enter at least $0.01.")],
                           render_kw={"step": "0.01", "min": "0.01", "inputmode": "decimal"})
     drawer = StringField("Drawer (cash)", validators=[Optional(), Length(max=40)],

@@ -99,6 +99,8 @@ def upgrade():
     _add_reference("refunds", "payment_id", "payments", index=True)
     _add_reference("refunds", "paid_out_by_id", "users")
     op.add_column("refunds", sa.Column("drawer", sa.String(length=40), nullable=True))
+    op.add_column("refunds", sa.Column("outcome_unknown", sa.Boolean(), nullable=False,
+                                       server_default=sa.false()))
 
     # Backfill: one payment per paid order, in its method, for what it was paid and refunded.
     bind = op.get_bind()
@@ -135,6 +137,7 @@ def downgrade():
         sa.PrimaryKeyConstraint("id", name="pk_simulated_payouts"),
         sa.UniqueConstraint("idempotency_key", name="uq_simulated_payouts_idempotency_key"),
     )
+    op.drop_column("refunds", "outcome_unknown")
     op.drop_column("refunds", "drawer")
     if op.get_bind().dialect.name != "sqlite":
         op.drop_constraint("fk_refunds_paid_out_by_id_users", "refunds", type_="foreignkey")
