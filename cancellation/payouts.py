@@ -208,10 +208,15 @@ def awaiting(actor, store_id=None, limit=AWAITING_LIMIT):
             for refund, order, customer in rows]
 
 
-def awaiting_count(actor):
-    """How many cash refunds wait in the actor's stores: one COUNT (the navbar's badge)."""
+BADGE_CAP = 100  # the navbar shows "99+" beyond: every page counts at most this many rows
+
+
+def awaiting_count(actor, cap=BADGE_CAP):
+    """How many cash refunds wait in the actor's stores, up to `cap`: one COUNT over at most
+    `cap` rows (the navbar's badge, on every page — a store that never pays out must not make
+    every page slower)."""
     return db.session.scalar(select(func.count()).select_from(
-        _awaiting_query(actor).subquery()))
+        _awaiting_query(actor).limit(cap).subquery()))
 
 
 # --- the day's drawer report -----------------------------------------------------------------
