@@ -72,19 +72,20 @@ class MoneyEffect:
 
     def to_dict(self):
         refund = self.refund
-        amount = money(refund.amount_cents)
+        amount = f"${money(refund.amount_cents)}"
         tender = (refund.method or "card").replace("_", " ")
         if self.effect == VOID:
             message = f"The {tender} refund of {amount} has not gone out: it is cancelled."
         elif self.effect == CREDIT and not self.due:
             message = f"The {amount} given as store credit is taken back from the customer."
         elif self.effect == CREDIT:
-            message = (f"{money(self.taken_back)} of the {amount} store credit is taken back; "
-                       f"the customer spent the rest, {money(self.due)} is due.")
+            message = (f"${money(self.taken_back)} of the {amount} store credit is taken back; "
+                       f"the customer spent the rest, ${money(self.due)} is due.")
         else:
             message = (f"The {tender} refund of {amount} was paid out: the customer owes it "
                        "again (balance due).")
-        return {"refund_id": refund.id, "tender": refund.method, "amount": amount,
+        return {"refund_id": refund.id, "tender": refund.method,
+                "amount": money(refund.amount_cents),
                 "status": refund.status, "effect": self.effect, "message": message,
                 "due": money(self.due), "store_credit_taken_back": money(self.taken_back)}
 
