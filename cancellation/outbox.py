@@ -412,15 +412,12 @@ def notification_message(notification):
     cancellation = db.session.get(Cancellation, notification.cancellation_id) \
         if notification.cancellation_id else None
     order = notification.order
-    refunds = {}
-    for refund in (cancellation.refunds if cancellation else []):
-        if refund.status != DeliveryStatus.VOIDED.value:
-            refunds[refund.method] = refunds.get(refund.method, 0) + refund.amount_cents
     return _message(order.number, cancellation.kind if cancellation else None,
                     cancellation.refund_cents if cancellation else 0,
                     [(ci.quantity, ci.product.name) for ci in (cancellation.items
                                                                if cancellation else [])],
-                    template=notification.template, refunds=sorted(refunds.items()),
+                    template=notification.template,
+                    refunds=sorted(cancellation.refund_shares() if cancellation else []),
                     store=order.store.name if order.store else None,
                     balance_due=order.balance_due_cents)
 

@@ -259,22 +259,14 @@ def _undo(order, eligibility, actor, reason, restore_previous_state, context):
                           "ask again to see what reinstating does now.",
                           code="not_reinstatable")
         voided_cents += refund.amount_cents
-        if refund.payment_id is not None:  # nothing went back of that payment after all
-            db.session.execute(
-                update(Payment).where(Payment.id == refund.payment_id)
-                .values(refunded_cents=Payment.refunded_cents - refund.amount_cents)
-                .execution_options(synchronize_session=False))
+        _no_longer_refunded(refund, refund.amount_cents)  # nothing went back after all
     taken_back = 0
     for effect in eligibility.money:
         if effect.effect == CREDIT and effect.taken_back:
             # The credit came back from the customer: that much of the payment is theirs no
             # more, i.e. no longer refunded (what they spent stays refunded, and is due).
             taken_back += effect.taken_back
-            if effect.refund.payment_id is not None:
-                db.session.execute(
-                    update(Payment).where(Payment.id == effect.refund.payment_id)
-                    .values(refunded_cents=Payment.refunded_cents - effect.taken_back)
-                    .execution_options(synchronize_session=False))
+            _no_longer_refunded(effect.refund, effect.taken_back)
     settled = eligibility.settled_from_credit
     _move_store_credit(order, cancellation, actor, taken_back, settled)
     due = eligibility.balance_due
@@ -340,6 +332,15 @@ def _undo(order, eligibility, actor, reason, restore_previous_state, context):
            context=context)
     if notice is not None:
         after_commit(outbox.send_rows, (), [notice.id])
+
+
+def _no_longer_refunded(refund, cents):
+    """`cents` of the refund's payment count as refunded no more (voided, or taken back)."""
+    if refund.payment_id is not None:
+        db.session.execute(
+            update(Payment).where(Payment.id == refund.payment_id)
+            .values(refunded_cents=Payment.refunded_cents - cents)
+            .execution_options(synchronize_session=False))
 
 
 def _tell_customer(order, cancellation):

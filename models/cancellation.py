@@ -5,7 +5,7 @@ from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Tex
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models import db, utcnow
-from models.delivery import _Deliverable
+from models.delivery import DeliveryStatus, _Deliverable
 
 
 class Cancellation(db.Model):
@@ -55,6 +55,15 @@ class Cancellation(db.Model):
     items = relationship("CancellationItem", back_populates="cancellation",
                          cascade="all, delete-orphan", order_by="CancellationItem.id")
     refunds = relationship("Refund", order_by="Refund.id", viewonly=True)
+
+    def refund_shares(self):
+        """[(tender, cents)]: what goes back in each tender (voided refunds left out), in the
+        order of the refunds."""
+        shares = {}
+        for refund in self.refunds:
+            if refund.status != DeliveryStatus.VOIDED.value:
+                shares[refund.method] = shares.get(refund.method, 0) + refund.amount_cents
+        return list(shares.items())
 
 
 class CancellationItem(db.Model):

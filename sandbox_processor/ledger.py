@@ -12,8 +12,12 @@ import sqlite3
 import threading
 import time
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS refunds (
+# The kinds of payout, each its own table of the same columns, and the prefix of its ids.
+KINDS = {"refunds": "re_", "charges": "ch_"}
+COLUMNS = ("id", "idempotency_key", "amount_cents", "currency", "tender", "payment_reference",
+           "order_number", "request_hash", "created_at")
+PAYOUT_TABLE = """
+CREATE TABLE IF NOT EXISTS {kind} (
     id TEXT PRIMARY KEY,
     idempotency_key TEXT NOT NULL UNIQUE,
     amount_cents INTEGER NOT NULL,
@@ -24,17 +28,8 @@ CREATE TABLE IF NOT EXISTS refunds (
     request_hash TEXT NOT NULL,
     created_at TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS charges (
-    id TEXT PRIMARY KEY,
-    idempotency_key TEXT NOT NULL UNIQUE,
-    amount_cents INTEGER NOT NULL,
-    currency TEXT NOT NULL,
-    tender TEXT NOT NULL,
-    payment_reference TEXT,
-    order_number TEXT NOT NULL,
-    request_hash TEXT NOT NULL,
-    created_at TEXT NOT NULL
-);
+"""
+SCHEMA = "".join(PAYOUT_TABLE.format(kind=kind) for kind in KINDS) + """
 CREATE TABLE IF NOT EXISTS behaviour (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     mode TEXT NOT NULL,
@@ -43,11 +38,6 @@ CREATE TABLE IF NOT EXISTS behaviour (
 );
 INSERT OR IGNORE INTO behaviour (id, mode, times, delay_s) VALUES (1, 'normal', 0, 3.0);
 """
-
-# The kinds of payout, each its own table, and the prefix of its ids.
-KINDS = {"refunds": "re_", "charges": "ch_"}
-COLUMNS = ("id", "idempotency_key", "amount_cents", "currency", "tender", "payment_reference",
-           "order_number", "request_hash", "created_at")
 MODES = ("normal", "decline", "error", "timeout_before_commit", "timeout_after_commit", "slow")
 
 

@@ -100,3 +100,17 @@ def processor_payouts(app, keys):
                              app.config["PAYMENT_PROCESSOR_KEY"])
     keys = set(keys)
     return [row for row in control.refunds(prefix="refund-") if row["idempotency_key"] in keys]
+
+
+def money_state(app, order_id):
+    """An order's money as the tests of tenders compare it: status, totals, paid, refunded,
+    balance due, payment status and its payments."""
+    from models import Order, db
+
+    with app.app_context():
+        order = db.session.get(Order, order_id)
+        return {"status": order.status, "total": order.total_cents, "paid": order.paid_cents,
+                "refunded": order.refunded_cents, "due": order.balance_due_cents,
+                "payment_status": order.payment_status,
+                "payments": [(p.tender, p.amount_cents, p.refunded_cents)
+                             for p in order.payments]}

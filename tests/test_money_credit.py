@@ -2,17 +2,7 @@
 from test_tenders import refunds_of, reinstate, shop
 
 from conftest import cancel
-
-
-def _order(app, order_id):
-    from models import Order, db
-
-    with app.app_context():
-        o = db.session.get(Order, order_id)
-        return {"status": o.status, "total": o.total_cents, "paid": o.paid_cents,
-                "refunded": o.refunded_cents, "due": o.balance_due_cents,
-                "payment_status": o.payment_status,
-                "payments": [(p.tender, p.amount_cents, p.refunded_cents) for p in o.payments]}
+from helpers import money_state
 
 
 def test_credit_taken_back_on_reinstate_restores_what_the_order_holds(app, client, factory):
@@ -21,7 +11,7 @@ def test_credit_taken_back_on_reinstate_restores_what_the_order_holds(app, clien
                   store_credit_reason="customer agreed").status_code == 200
     response = reinstate(client, s)
     assert response.status_code == 200, response.json
-    o = _order(app, s["order_id"])
+    o = money_state(app, s["order_id"])
     # The customer's 22.00 credit was taken back in full: the order holds its 22.00 again.
     assert o["status"] == "pending"
     assert o["paid"] - o["refunded"] + o["due"] == o["total"], o

@@ -4,21 +4,13 @@ import pytest
 from cancellation import payouts
 from cancellation.audit import AuditContext
 from cancellation.errors import CancelDeskError
-from models import Order, Payment, Refund, User, db
+from models import Payment, Refund, User, db
 from test_tenders import refunds_of, reinstate, shop
 
 from conftest import cancel
+from helpers import money_state
 
 CTX = AuditContext(source="test")
-
-
-def _order(app, order_id):
-    with app.app_context():
-        o = db.session.get(Order, order_id)
-        return {"status": o.status, "total": o.total_cents, "paid": o.paid_cents,
-                "refunded": o.refunded_cents, "due": o.balance_due_cents,
-                "payment_status": o.payment_status,
-                "payments": [(p.tender, p.amount_cents, p.refunded_cents) for p in o.payments]}
 
 
 def _pay_out_all(app, order_id, user_id):
@@ -39,9 +31,9 @@ def test_cancel_again_with_balance_unpaid_clears_the_balance(app, client, factor
     assert cancel(client, s["order_id"], s["token"]).status_code == 200
     _pay_out_all(app, s["order_id"], s["manager"])
     assert reinstate(client, s).status_code == 200
-    assert _order(app, s["order_id"])["due"] == 2200
+    assert money_state(app, s["order_id"])["due"] == 2200
     assert cancel(client, s["order_id"], s["token"]).status_code == 200
-    o = _order(app, s["order_id"])
+    o = money_state(app, s["order_id"])
     # Cancelled, nothing was paid again: the customer owes nothing for a cancelled order.
     assert o["status"] == "cancelled" and o["due"] == 0, o
     # and no counter payment may be taken for a cancelled order
@@ -55,7 +47,7 @@ def test_reinstate_cancel_reinstate_with_partial_balance_paid(app, client, facto
     _pay_out_all(app, s["order_id"], s["manager"])
     assert reinstate(client, s).status_code == 200
     _take(app, s["order_id"], s["manager"], 1000)
-    o = _order(app, s["order_id"])
+    o = money_state(app, s["order_id"])
     assert (o["paid"], o["refunded"], o["due"]) == (3200, 2200, 1200)
     assert cancel(client, s["order_id"], s["token"]).status_code == 200
     rows = refunds_of(app, s["order_id"])
@@ -63,11 +55,11 @@ def test_reinstate_cancel_reinstate_with_partial_balance_paid(app, client, facto
     assert [r[1] for r in second] == [1000], rows
     keys = [r[3] for r in rows]
     assert len(keys) == len(set(keys)), keys
-    o = _order(app, s["order_id"])
+    o = money_state(app, s["order_id"])
     assert o["due"] == 0, o
     _pay_out_all(app, s["order_id"], s["manager"])
     assert reinstate(client, s).status_code == 200
-    o = _order(app, s["order_id"])
+    o = money_state(app, s["order_id"])
     # Paid 3200, got 3200 back in cash: owes the whole 2200 again.
     assert o["paid"] - o["refunded"] + o["due"] == o["total"] == 2200, o
     assert o["due"] == 2200, o
@@ -90,5 +82,5 @@ def test_partial_cancel_of_a_reinstated_order_with_a_balance_due(app, client, fa
                                 "items": [{"item_id": item_id, "quantity": 1}]},
                           headers=bearer(s["token"]))
     assert response.status_code in (200, 201), response.json
-    o = _order(app, s["order_id"])
+    o = money_state(app, s["order_id"])
     assert o["paid"] - o["refunded"] + o["due"] == o["total"] == 1100, o

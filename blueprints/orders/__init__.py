@@ -462,13 +462,11 @@ REFUND_WAYS = {"card": "to the card (processor)", "debit": "to the debit account
 def refund_summary(cancellation):
     """"Refund: $12.00 in cash — hand it over…, $5.00 to the card": where each tender's share
     goes, as staff must act on it."""
-    shares = {}
-    for refund in cancellation.refunds:
-        shares[refund.method] = shares.get(refund.method, 0) + refund.amount_cents
+    shares = cancellation.refund_shares()
     if not shares:
         return f"Refund of {dollars(cancellation.refund_cents)} queued"
     return "Refund: " + ", ".join(f"{dollars(cents)} {REFUND_WAYS.get(tender, 'queued')}"
-                                  for tender, cents in shares.items())
+                                  for tender, cents in shares)
 
 
 def success_message(outcome):
